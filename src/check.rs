@@ -1,0 +1,58 @@
+//! `lakestream check`: validates the configuration, reaches the broker and the
+//! lake, confirms the topic and the tables, and says what it found. Creates
+//! nothing. Exits non-zero on the first problem, naming the setting.
+
+use crate::config::Config;
+use crate::offsets::app_id;
+use crate::pipeline::{check_topic, table_specs};
+use crate::tables::location::{register_object_stores, storage_options, LakeLocation};
+use anyhow::{anyhow, Context};
+use deltalake::{DeltaTableBuilder, DeltaTableError};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Returns the report printed by `lakestream check`.
+pub async fn check(config: &Config) -> anyhow::Result<String> {
+    let mut report = String::new();
+    config.validate()?;
+    writeln!(report, "config: ok\n{}", config.redacted().trim_end())?;
+    let c = config.clone();
+    let partitions = tokio::task::spawn_blocking(move || check_topic(&c, Duration::from_secs(15))).await??;
+    writeln!(report, "kafka: {} reachable; topic {} has {partitions} partitions", config.kafka.brokers, config.kafka.topic)?;
+    register_object_stores();
+    let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
+    let storage = storage_options(&config.lake.storage);
+    for (_, spec) in table_specs() {
+        let url = location.table_url(spec.path);
+        let mut table = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.clone()).build()?;
+        match table.load().await {
+            Ok(()) => {
+                let snapshot = table.snapshot()?;
+                let mut offsets = Vec::new();
+                for p in 0..partitions as i32 {
+                    let v = snapshot
+                        .transaction_version(table.log_store().as_ref(), app_id(spec.name, &config.kafka.topic, p))
+                        .await?;
+                    offsets.push(v.map_or("-".to_string(), |v| v.to_string()));
+                }
+                let protocol = snapshot.protocol();
+                writeln!(
+                    report,
+                    "table {}: version {}, reader {} writer {}, last offsets per partition [{}]",
+                    spec.name,
+                    table.version().unwrap_or(0),
+                    protocol.min_reader_version(),
+                    protocol.min_writer_version(),
+                    offsets.join(", ")
+                )?;
+            }
+            Err(DeltaTableError::NotATable(_)) => {
+                writeln!(report, "table {}: not created yet at {url} (`lakestream run` creates it)", spec.name)?;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root));
+            }
+        }
+    }
+    Ok(report)
+}

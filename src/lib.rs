@@ -1,0 +1,21 @@
+//! lakestream: an exactly-once writer from a Kafka order stream to Delta Lake.
+//!
+//! The modules follow the data: a record enters from Kafka ([`source`]), is
+//! decoded into a [`change_event`] about an [`order_line`], is [`batch`]ed,
+//! and is written to the bronze, silver and quarantine [`tables`] together
+//! with its [`offsets`] by the [`pipeline`]. [`produce`] is the other end: it
+//! replays the order [`dataset`] into the topic as the orders application would.
+
+pub mod batch;
+pub mod change_event;
+pub mod check;
+pub mod config;
+pub mod dataset;
+pub mod failpoint;
+pub mod metrics;
+pub mod offsets;
+pub mod order_line;
+pub mod pipeline;
+pub mod produce;
+pub mod source;
+pub mod tables;

@@ -1,0 +1,147 @@
+//! Prometheus metrics and the health endpoints, served over HTTP.
+//!
+//! `GET /metrics` (Prometheus text format), `GET /healthz` (the process is
+//! alive: 200), `GET /readyz` (200 once the writer holds partitions and its
+//! last lake operation succeeded; 503 otherwise) for the Kubernetes probes.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub records_consumed: Counter,
+    pub rows_written: Family<Labels, Counter>,
+    pub quarantined: Family<Labels, Counter>,
+    pub batch_records: Histogram,
+    pub commit_seconds: Family<Labels, Histogram>,
+    pub commit_conflicts: Family<Labels, Counter>,
+    pub batch_retries: Counter,
+    pub table_version: Family<Labels, Gauge>,
+    pub consumer_lag: Family<Labels, Gauge>,
+    pub committed_offset: Family<Labels, Gauge>,
+    pub freshness_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub assigned_partitions: Gauge,
+    /// Kafka timestamp (ms) of the newest record committed to every table.
+    pub last_committed_ts_ms: AtomicI64,
+    pub lake_ok: AtomicBool,
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("lakestream");
+        let m = Metrics {
+            records_consumed: Counter::default(),
+            rows_written: Family::default(),
+            quarantined: Family::default(),
+            batch_records: Histogram::new(exponential_buckets(10.0, 4.0, 9)),
+            commit_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
+            commit_conflicts: Family::default(),
+            batch_retries: Counter::default(),
+            table_version: Family::default(),
+            consumer_lag: Family::default(),
+            committed_offset: Family::default(),
+            freshness_seconds: Gauge::default(),
+            assigned_partitions: Gauge::default(),
+            last_committed_ts_ms: AtomicI64::new(0),
+            lake_ok: AtomicBool::new(true),
+            registry: Registry::default(),
+        };
+        registry.register("records_consumed", "Kafka records written to all tables", m.records_consumed.clone());
+        registry.register("rows_written", "Rows committed, per table", m.rows_written.clone());
+        registry.register("quarantined", "Records quarantined, per error kind", m.quarantined.clone());
+        registry.register("batch_records", "Records per batch", m.batch_records.clone());
+        registry.register("commit_duration_seconds", "Duration of a table commit (files and log)", m.commit_seconds.clone());
+        registry.register("commit_conflicts", "Commits that lost a race and were retried, per table", m.commit_conflicts.clone());
+        registry.register("batch_retries", "Batch cycles retried after an error", m.batch_retries.clone());
+        registry.register("table_version", "Delta version of each table after our last commit", m.table_version.clone());
+        registry.register(
+            "consumer_lag",
+            "Records in Kafka not yet in every table, per partition (high watermark - committed - 1)",
+            m.consumer_lag.clone(),
+        );
+        registry.register("committed_offset", "Last offset held by every table, per partition", m.committed_offset.clone());
+        registry.register(
+            "freshness_seconds",
+            "Now minus the Kafka timestamp of the newest record committed to every table",
+            m.freshness_seconds.clone(),
+        );
+        registry.register("assigned_partitions", "Partitions this writer owns", m.assigned_partitions.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    pub fn table(&self, table: &str) -> Labels {
+        labels(&[("table", table)])
+    }
+
+    pub fn partition(&self, p: i32) -> Labels {
+        vec![("partition", p.to_string())]
+    }
+
+    pub fn kind(&self, kind: &str) -> Labels {
+        labels(&[("kind", kind)])
+    }
+
+    /// Updates the freshness gauge from the last committed Kafka timestamp.
+    pub fn refresh_freshness(&self) {
+        let ts = self.last_committed_ts_ms.load(Ordering::Relaxed);
+        if ts > 0 {
+            let now = chrono::Utc::now().timestamp_millis();
+            self.freshness_seconds.set((now - ts).max(0) as f64 / 1000.0);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        self.refresh_freshness();
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("encoding metrics to a string");
+        out
+    }
+
+    pub fn ready(&self) -> bool {
+        self.assigned_partitions.get() > 0 && self.lake_ok.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz on `listen` until the process ends.
+pub async fn serve(listen: &str, metrics: Arc<Metrics>) -> anyhow::Result<std::net::SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting `metrics.listen`: cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let m1 = metrics.clone();
+    let m2 = metrics;
+    let app = axum::Router::new()
+        .route("/metrics", get(move || async move { m1.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                if m2.ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: no partitions assigned or the lake is unreachable\n")
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    tracing::info!(%addr, "metrics and health endpoints listening");
+    Ok(addr)
+}

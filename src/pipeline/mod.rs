@@ -1,0 +1,326 @@
+//! `lakestream run`: the streaming writer.
+//!
+//! Data flow: the consumer thread ([`crate::source::consumer`]) hands records
+//! over a bounded channel; they are [`Batch`]ed; a closed batch is decoded
+//! ([`decoded`]) and written to every table with its offsets ([`writer`]);
+//! then the offsets are committed to the consumer group too, for lag tools.
+
+pub mod decoded;
+pub mod writer;
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::offsets::{app_id, resume_offset};
+use crate::source::client::client_config;
+use crate::source::consumer::{Assignment, KafkaSource, ResumeFn, SourceEvent};
+use crate::tables::location::{register_object_stores, storage_options, LakeLocation};
+use crate::tables::{bronze, quarantine, silver, tombstones, LakeTable, TableSpec};
+use anyhow::{anyhow, bail, Context};
+use decoded::Decoded;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use writer::{TableRole, Writer};
+
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Exit once every assigned partition is committed up to its end offset at assignment.
+    pub until_caught_up: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub records: u64,
+    pub batches: u64,
+    pub quarantined: u64,
+    pub commits: u64,
+}
+
+/// The tables of the pipeline, in commit order.
+pub fn table_specs() -> Vec<(TableRole, TableSpec)> {
+    vec![
+        (TableRole::Bronze, bronze::spec()),
+        (TableRole::Quarantine, quarantine::spec()),
+        (TableRole::Tombstones, tombstones::spec()),
+        (TableRole::Silver, silver::spec()),
+    ]
+}
+
+/// Opens (or creates) every table. Errors name `lake.uri`.
+pub async fn open_tables(config: &Config) -> anyhow::Result<Vec<(TableRole, LakeTable)>> {
+    register_object_stores();
+    let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
+    let storage = storage_options(&config.lake.storage);
+    let mut tables = Vec::new();
+    for (role, spec) in table_specs() {
+        let table = LakeTable::open_or_create(&location, &storage, spec)
+            .await
+            .with_context(|| format!("cannot open the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root))?;
+        tables.push((role, table));
+    }
+    Ok(tables)
+}
+
+/// Checks that the brokers answer and the topic exists, within a bounded time.
+pub fn check_topic(config: &Config, timeout: Duration) -> anyhow::Result<usize> {
+    let k = &config.kafka;
+    let consumer: BaseConsumer = client_config(k)
+        .create()
+        .map_err(|e| anyhow!("cannot create a Kafka client (kafka.*): {e}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&k.topic), timeout)
+        .map_err(|e| anyhow!("cannot reach Kafka at kafka.brokers = {} within {:?}: {e}", k.brokers, timeout))?;
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == k.topic)
+        .ok_or_else(|| anyhow!("topic {} not found (kafka.topic)", k.topic))?;
+    if let Some(err) = topic.error() {
+        bail!("topic {} (kafka.topic) is not usable: {:?}", k.topic, rdkafka::types::RDKafkaErrorCode::from(err));
+    }
+    Ok(topic.partitions().len())
+}
+
+/// The resume callback: for each partition, the offset after the lowest
+/// version any table holds. It opens its own table handles, so it never
+/// waits on the writer.
+fn resume_fn(config: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result<Arc<ResumeFn>> {
+    let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
+    let storage = storage_options(&config.lake.storage);
+    let topic = config.kafka.topic.clone();
+    Ok(Arc::new(move |partitions: &[i32]| {
+        runtime.block_on(async {
+            let mut per_table = Vec::new();
+            for (_, spec) in table_specs() {
+                let name = spec.name;
+                let table = LakeTable::open_or_create(&location, &storage, spec).await.map_err(|e| e.to_string())?;
+                let mut versions = HashMap::new();
+                for &p in partitions {
+                    let v = table.txn_version(&app_id(name, &topic, p)).await.map_err(|e| e.to_string())?;
+                    versions.insert(p, v);
+                }
+                per_table.push(versions);
+            }
+            Ok(partitions
+                .iter()
+                .map(|p| {
+                    let versions: Vec<Option<i64>> = per_table.iter().map(|t| t[p]).collect();
+                    (*p, resume_offset(&versions))
+                })
+                .collect())
+        })
+    }))
+}
+
+/// Runs the writer until `shutdown` resolves (or, with `until_caught_up`, until caught up).
+pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
+    let tables = open_tables(&config).await?;
+    {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || check_topic(&c, Duration::from_secs(15))).await??;
+    }
+    let metrics = Metrics::new();
+    if let Some(listen) = &config.metrics.listen {
+        crate::metrics::serve(listen, metrics.clone()).await?;
+    }
+    let mut writer = Writer::new(config.kafka.topic.clone(), tables);
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192);
+    let resume = resume_fn(&config, tokio::runtime::Handle::current())?;
+    let source = KafkaSource::start(&config.kafka, resume, tx).map_err(|e| anyhow!(e))?;
+    let committed_offsets: Arc<std::sync::Mutex<std::collections::BTreeMap<i32, i64>>> = Default::default();
+    let lag_task = tokio::spawn(report_lag(source.consumer.clone(), config.kafka.topic.clone(), committed_offsets.clone(), metrics.clone()));
+    tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group_id, lake = %config.lake.uri, "lakestream writer started");
+
+    let mut batch = Batch::new(config.batch.clone());
+    let mut summary = RunSummary::default();
+    let mut assigned: BTreeSet<i32> = BTreeSet::new();
+    let mut ends: HashMap<i32, Assignment> = HashMap::new();
+    let mut had_assignment = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tokio::pin!(shutdown);
+    let result: anyhow::Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => {
+                    tracing::info!("shutdown requested: committing the open batch");
+                    break;
+                }
+                event = rx.recv() => match event {
+                    None => bail!("the Kafka consumer stopped unexpectedly"),
+                    Some(SourceEvent::Record(r)) => {
+                        if !assigned.contains(&r.partition) {
+                            continue; // a record of a partition handed over already
+                        }
+                        batch.push(r);
+                        if batch.is_full() {
+                            flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await?;
+                            publish_committed(&assigned, &writer, &committed_offsets);
+                        }
+                    }
+                    Some(SourceEvent::Assigned(list)) => {
+                        had_assignment = true;
+                        let parts: Vec<i32> = list.iter().map(|a| a.partition).collect();
+                        writer.assigned(&parts).await.context("reading the tables' offsets after assignment")?;
+                        for a in list {
+                            assigned.insert(a.partition);
+                            ends.insert(a.partition, a);
+                        }
+                        metrics.assigned_partitions.set(assigned.len() as i64);
+                        publish_committed(&assigned, &writer, &committed_offsets);
+                    }
+                    Some(SourceEvent::Revoked(parts, ack)) => {
+                        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await?;
+                        batch.drop_partitions(&parts);
+                        writer.revoked(&parts);
+                        for p in &parts {
+                            assigned.remove(p);
+                            metrics.consumer_lag.remove(&metrics.partition(*p));
+                            metrics.committed_offset.remove(&metrics.partition(*p));
+                        }
+                        metrics.assigned_partitions.set(assigned.len() as i64);
+                        publish_committed(&assigned, &writer, &committed_offsets);
+                        let _ = ack.send(());
+                    }
+                    Some(SourceEvent::Fatal(message)) => bail!(message),
+                },
+                _ = tick.tick() => {
+                    if batch.deadline().is_some_and(|d| Instant::now() >= d) {
+                        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await?;
+                        publish_committed(&assigned, &writer, &committed_offsets);
+                    }
+                }
+            }
+            if options.until_caught_up && had_assignment && batch.is_empty() && caught_up(&assigned, &ends, &writer) {
+                tracing::info!("caught up with the end offsets seen at assignment");
+                break;
+            }
+        }
+        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await
+    }
+    .await;
+    lag_task.abort();
+    drop(rx);
+    source.shutdown().await;
+    result?;
+    tracing::info!(records = summary.records, batches = summary.batches, quarantined = summary.quarantined, "lakestream writer stopped");
+    Ok(summary)
+}
+
+/// Shares the offsets every table holds with the lag reporter.
+fn publish_committed(
+    assigned: &BTreeSet<i32>,
+    writer: &Writer,
+    shared: &std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
+) {
+    let mut map = shared.lock().unwrap();
+    map.clear();
+    for p in assigned {
+        map.insert(*p, writer.committed(*p).unwrap_or(-1));
+    }
+}
+
+/// Every 10 s: consumer lag per owned partition, from the offsets committed to
+/// every table (the Delta log, not the group offsets) and the high watermark.
+async fn report_lag(
+    consumer: Arc<crate::source::consumer::SourceConsumer>,
+    topic: String,
+    committed: Arc<std::sync::Mutex<std::collections::BTreeMap<i32, i64>>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        let owned: Vec<(i32, i64)> = committed.lock().unwrap().iter().map(|(p, c)| (*p, *c)).collect();
+        let (consumer, topic, metrics) = (consumer.clone(), topic.clone(), metrics.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for (p, c) in owned {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5)) {
+                    metrics.consumer_lag.get_or_create(&metrics.partition(p)).set((high - c - 1).max(0));
+                    metrics.committed_offset.get_or_create(&metrics.partition(p)).set(c);
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn caught_up(assigned: &BTreeSet<i32>, ends: &HashMap<i32, Assignment>, writer: &Writer) -> bool {
+    assigned.iter().all(|p| {
+        let Some(a) = ends.get(p) else { return false };
+        let nothing_to_read = a.end <= a.start.unwrap_or(0) || a.end <= 0;
+        nothing_to_read || writer.committed(*p).is_some_and(|c| c + 1 >= a.end)
+    })
+}
+
+/// Writes the open batch to every table, retrying transient failures with
+/// back-off until it succeeds: a batch is never skipped.
+async fn flush(
+    batch: &mut Batch,
+    writer: &mut Writer,
+    source: &KafkaSource,
+    config: &Config,
+    summary: &mut RunSummary,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let bytes = batch.bytes();
+    let (records, ranges) = batch.take();
+    let decoded = Decoded::new(records, config.decode.max_record_bytes);
+    let mut backoff = Duration::from_millis(250);
+    let commits = loop {
+        match writer.write(&decoded, &ranges).await {
+            Ok(c) => break c,
+            Err(e) => {
+                metrics.lake_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                metrics.batch_retries.inc();
+                tracing::warn!(error = %e, retry_in = ?backoff, "batch commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    metrics.lake_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in &commits {
+        let t = metrics.table(c.table);
+        metrics.rows_written.get_or_create(&t).inc_by(c.outcome.rows as u64);
+        metrics.commit_seconds.get_or_create(&t).observe(c.duration.as_secs_f64());
+        metrics.commit_conflicts.get_or_create(&t).inc_by(u64::from(c.conflicts));
+        metrics.table_version.get_or_create(&t).set(c.outcome.version);
+        tracing::info!(
+            table = c.table,
+            version = c.outcome.version,
+            records = c.outcome.rows,
+            partitions = c.offsets.len(),
+            offsets = ?c.offsets,
+            conflicts = c.conflicts,
+            ms = c.duration.as_millis() as u64,
+            "committed"
+        );
+    }
+    metrics.records_consumed.inc_by(decoded.records.len() as u64);
+    metrics.batch_records.observe(decoded.records.len() as f64);
+    for e in decoded.results.iter().filter_map(|r| r.as_ref().err()) {
+        metrics.quarantined.get_or_create(&metrics.kind(e.kind.as_str())).inc();
+    }
+    if let Some(ts) = decoded.records.iter().filter_map(|r| r.timestamp_ms).max() {
+        metrics.last_committed_ts_ms.fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
+    }
+    summary.records += decoded.records.len() as u64;
+    summary.quarantined += decoded.rejected() as u64;
+    summary.batches += 1;
+    summary.commits += commits.len() as u64;
+    let next: Vec<(i32, i64)> = ranges.values().map(|r| (r.partition, r.last + 1)).collect();
+    if let Err(e) = source.commit_to_group(&config.kafka.topic, &next) {
+        tracing::warn!(error = %e, "committing offsets to the consumer group failed (the Delta log is the source of truth)");
+    }
+    tracing::info!(records = decoded.records.len(), bytes, quarantined = decoded.rejected(), "batch written");
+    Ok(())
+}

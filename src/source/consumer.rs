@@ -1,0 +1,296 @@
+//! The consumer thread.
+//!
+//! librdkafka calls the rebalance callback on the thread that polls. Running
+//! the poll loop on a dedicated OS thread lets that callback do what exactly-
+//! once needs, synchronously and before any record of a new partition is
+//! fetched: read the offsets the Delta tables hold and start each partition
+//! right after them. Records then flow to the async writer over a bounded
+//! channel, which also gives back-pressure when the lake is slow.
+//!
+//! On revocation the callback asks the writer to commit what it holds of the
+//! revoked partitions and waits for it (bounded), so a rebalance hands over
+//! cleanly; if the wait times out nothing breaks: the next owner resumes from
+//! the tables, and the txn conflict check stops a stale commit.
+
+use crate::config::KafkaConfig;
+use crate::source::client::{client_config, describe};
+use crate::source::record::KafkaRecord;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A partition given to this writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub partition: i32,
+    /// The offset consumption starts at (None: the beginning of the partition).
+    pub start: Option<i64>,
+    /// The partition's end (high watermark) when it was assigned.
+    pub end: i64,
+}
+
+/// What the consumer thread tells the writer.
+pub enum SourceEvent {
+    Record(KafkaRecord),
+    Assigned(Vec<Assignment>),
+    /// Commit what you hold of these partitions, then answer.
+    Revoked(Vec<i32>, oneshot::Sender<()>),
+    /// The consumer cannot go on (e.g. the tables' offsets cannot be read).
+    Fatal(String),
+}
+
+/// Reads, for each partition, the offset to resume at (None: from the beginning).
+pub type ResumeFn = dyn Fn(&[i32]) -> Result<HashMap<i32, Option<i64>>, String> + Send + Sync;
+
+pub struct SourceContext {
+    topic: String,
+    resume: Arc<ResumeFn>,
+    events: mpsc::Sender<SourceEvent>,
+    revoke_wait: Duration,
+    /// Set at shutdown: the writer has flushed and no longer answers hand-overs.
+    stopping: Arc<AtomicBool>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr::*;
+        match err {
+            RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
+            RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let partitions = partitions_of(tpl, &self.topic);
+                let (ack, done) = oneshot::channel();
+                if !self.stopping.load(Ordering::SeqCst)
+                    && self.events.blocking_send(SourceEvent::Revoked(partitions.clone(), ack)).is_ok() {
+                    let waited = wait_oneshot(done, self.revoke_wait);
+                    if !waited {
+                        tracing::warn!(?partitions, "writer did not confirm the hand-over in time; the next owner resumes from the tables");
+                    }
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {}
+}
+
+impl SourceContext {
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions = partitions_of(tpl, &self.topic);
+        let mut backoff = Duration::from_millis(200);
+        let mut attempts = 0;
+        // The tables are the source of truth: without their offsets we must not consume.
+        let resume = loop {
+            match (self.resume)(&partitions) {
+                Ok(r) => break r,
+                Err(e) if attempts < 8 => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, attempt = attempts, "cannot read the tables' offsets; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                }
+                Err(e) => {
+                    let _ = self.events.blocking_send(SourceEvent::Fatal(format!(
+                        "cannot read the Kafka offsets held by the Delta tables: {e}"
+                    )));
+                    return;
+                }
+            }
+        };
+        let mut assignments = Vec::with_capacity(partitions.len());
+        for &p in &partitions {
+            let start = resume.get(&p).copied().flatten();
+            let offset = start.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
+                tracing::error!(partition = p, error = %e, "cannot set the start offset");
+            }
+            let end = match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)) {
+                Ok((_, high)) => high,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot read the partition's end offset");
+                    -1
+                }
+            };
+            assignments.push(Assignment { partition: p, start, end });
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            let _ = self.events.blocking_send(SourceEvent::Fatal(format!("cannot assign partitions: {e}")));
+            return;
+        }
+        tracing::info!(?assignments, "partitions assigned");
+        let _ = self.events.blocking_send(SourceEvent::Assigned(assignments));
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    let mut v: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect();
+    v.sort_unstable();
+    v
+}
+
+fn wait_oneshot(mut done: oneshot::Receiver<()>, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match done.try_recv() {
+            Ok(()) => return true,
+            Err(oneshot::error::TryRecvError::Closed) => return false,
+            Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() >= deadline => return false,
+            Err(oneshot::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+pub type SourceConsumer = BaseConsumer<SourceContext>;
+
+/// The running consumer: its thread and a handle the writer uses to commit
+/// offsets to the group and read positions.
+pub struct KafkaSource {
+    pub consumer: Arc<SourceConsumer>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaSource {
+    /// Creates the consumer, subscribes and starts the poll thread.
+    pub fn start(
+        k: &KafkaConfig,
+        resume: Arc<ResumeFn>,
+        events: mpsc::Sender<SourceEvent>,
+    ) -> Result<KafkaSource, String> {
+        let mut cfg = client_config(k);
+        cfg.set("group.id", &k.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (key, default) in [
+            ("session.timeout.ms", "30000"),
+            ("max.poll.interval.ms", "300000"),
+            ("fetch.max.bytes", "52428800"),
+            ("queued.max.messages.kbytes", "131072"),
+            ("partition.assignment.strategy", "range,roundrobin"),
+        ] {
+            if !k.properties.contains_key(key) {
+                cfg.set(key, default);
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let context = SourceContext {
+            topic: k.topic.clone(),
+            resume,
+            events: events.clone(),
+            revoke_wait: Duration::from_secs(60),
+            stopping: stop.clone(),
+        };
+        let consumer: SourceConsumer =
+            cfg.create_with_context(context).map_err(|e| describe(k, "cannot create the Kafka consumer", &e))?;
+        consumer
+            .subscribe(&[&k.topic])
+            .map_err(|e| describe(k, &format!("cannot subscribe to topic {}", k.topic), &e))?;
+        let consumer = Arc::new(consumer);
+        let thread = {
+            let consumer = consumer.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("kafka-consumer".into())
+                .spawn(move || poll_loop(consumer, stop, events))
+                .map_err(|e| format!("cannot start the consumer thread: {e}"))?
+        };
+        Ok(KafkaSource { consumer, stop, thread: Some(thread) })
+    }
+
+    /// Commits `next offsets` (last written + 1) to the consumer group so that
+    /// standard lag tools see progress. The Delta log stays the source of truth.
+    pub fn commit_to_group(&self, topic: &str, next: &[(i32, i64)]) -> KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in next {
+            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+        }
+        self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async)
+    }
+
+    /// The next offset the consumer will fetch, per assigned partition.
+    pub fn positions(&self) -> HashMap<i32, i64> {
+        let mut out = HashMap::new();
+        if let Ok(tpl) = self.consumer.position() {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    out.insert(e.partition(), o);
+                }
+            }
+        }
+        out
+    }
+
+    /// Stops polling, leaves the group and joins the thread. Call after the
+    /// writer has committed everything it holds.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread.take();
+        let consumer = self.consumer.clone();
+        drop(self);
+        // Joining and the final drop of the consumer block: keep them off the runtime.
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+            drop(consumer);
+        })
+        .await;
+    }
+}
+
+fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>, events: mpsc::Sender<SourceEvent>) {
+    while !stop.load(Ordering::SeqCst) {
+        let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
+        match result {
+            Ok(m) => {
+                let headers = m
+                    .headers()
+                    .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
+                    .unwrap_or_default();
+                let record = KafkaRecord {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                    timestamp_ms: m.timestamp().to_millis(),
+                };
+                if events.blocking_send(SourceEvent::Record(record)).is_err() {
+                    break; // the writer is gone
+                }
+            }
+            // Transient broker errors are retried by librdkafka itself; log and go on.
+            Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
+        }
+    }
+    // Leave the group here, on this thread, where the rebalance callback may block.
+    if consumer.close_queue().is_ok() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !consumer.closed() && std::time::Instant::now() < deadline {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+    }
+}

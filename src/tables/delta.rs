@@ -1,0 +1,225 @@
+//! One Delta table of the lake: open or create it, read the Kafka offsets it
+//! holds, and commit a batch of rows together with their offsets.
+
+use crate::tables::location::LakeLocation;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use std::collections::HashMap;
+
+/// What a table is: its place in the lake, schema, partitioning and properties.
+#[derive(Clone, Debug)]
+pub struct TableSpec {
+    /// Name used in app ids, logs and metrics, e.g. `bronze.orders`.
+    pub name: &'static str,
+    /// Path below the lake root, e.g. `bronze/orders`.
+    pub path: &'static str,
+    pub schema: SchemaRef,
+    pub partition_columns: Vec<&'static str>,
+    pub properties: Vec<(&'static str, &'static str)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {table} at {url}: {source}")]
+    Delta {
+        table: &'static str,
+        url: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("table {table} at {url}: {message}")]
+    Incompatible { table: &'static str, url: String, message: String },
+}
+
+impl TableError {
+    /// A commit lost a race with another writer of the same table: reload and retry.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            TableError::Delta { source, .. } => matches!(
+                source,
+                DeltaTableError::VersionAlreadyExists(_)
+                    | DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(_) | TransactionError::MaxCommitAttempts(_)
+                    }
+            ),
+            TableError::Incompatible { .. } => false,
+        }
+    }
+}
+
+/// The result of a commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub version: i64,
+    pub rows: usize,
+}
+
+pub struct LakeTable {
+    pub spec: TableSpec,
+    table: DeltaTable,
+}
+
+impl LakeTable {
+    /// Opens the table, creating it with its spec when the location holds none.
+    /// Two writers creating it at once is fine: the loser loads the winner's table.
+    pub async fn open_or_create(
+        location: &LakeLocation,
+        storage: &HashMap<String, String>,
+        spec: TableSpec,
+    ) -> Result<LakeTable, TableError> {
+        let url = location.table_url(spec.path);
+        let wrap = |source| TableError::Delta { table: spec.name, url: url.to_string(), source };
+        let mut table = DeltaTableBuilder::from_url(url.clone())
+            .map_err(wrap)?
+            .with_storage_options(storage.clone())
+            .build()
+            .map_err(wrap)?;
+        match table.load().await {
+            Ok(()) => {}
+            Err(DeltaTableError::NotATable(_)) => {
+                let kernel_schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| {
+                    wrap(DeltaTableError::Generic(format!("schema does not convert to Delta: {e}")))
+                })?;
+                let created = table
+                    .create()
+                    .with_table_name(spec.name)
+                    .with_columns(kernel_schema.fields().cloned())
+                    .with_partition_columns(spec.partition_columns.iter().map(|c| c.to_string()))
+                    .with_configuration(spec.properties.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))))
+                    .with_save_mode(SaveMode::ErrorIfExists)
+                    .await;
+                match created {
+                    Ok(t) => table = t,
+                    Err(e) => {
+                        // Lost a creation race: use the table the other writer made.
+                        table.load().await.map_err(|_| wrap(e))?;
+                    }
+                }
+            }
+            Err(e) => return Err(wrap(e)),
+        }
+        let lake_table = LakeTable { spec, table };
+        lake_table.check_schema()?;
+        Ok(lake_table)
+    }
+
+    /// Every column of the spec must exist in the table with the same type.
+    /// (Extra nullable columns added by a migration are fine.)
+    fn check_schema(&self) -> Result<(), TableError> {
+        let incompatible = |message: String| TableError::Incompatible {
+            table: self.spec.name,
+            url: self.table.table_url().to_string(),
+            message,
+        };
+        let snapshot = self.table.snapshot().map_err(|e| incompatible(e.to_string()))?;
+        let actual = snapshot.schema();
+        let expected: StructType = self
+            .spec
+            .schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| incompatible(format!("schema does not convert to Delta: {e}")))?;
+        for field in expected.fields() {
+            match actual.field(field.name()) {
+                None => return Err(incompatible(format!("column `{}` is missing", field.name()))),
+                Some(have) if have.data_type() != field.data_type() => {
+                    return Err(incompatible(format!(
+                        "column `{}` is {:?}, lakestream writes {:?}",
+                        field.name(),
+                        have.data_type(),
+                        field.data_type()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, source: DeltaTableError) -> TableError {
+        TableError::Delta { table: self.spec.name, url: self.table.table_url().to_string(), source }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    pub fn url(&self) -> String {
+        self.table.table_url().to_string()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.table.version().map(|v| v as i64)
+    }
+
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// Brings the table to its latest version (another writer may have committed).
+    pub async fn refresh(&mut self) -> Result<(), TableError> {
+        self.table.update_incremental(None).await.map_err(|e| self.wrap(e))
+    }
+
+    /// The last Kafka offset this table holds for an app id, from the loaded version.
+    pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, TableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Appends `batch` (if it has rows) and records `txns` in the same commit.
+    /// With no rows, the commit carries only the offsets, so that a table with
+    /// nothing to add in a batch still advances with the others.
+    ///
+    /// The data files are written first, then one commit adds them together
+    /// with the offsets. A crash in between leaves unreferenced files (removed
+    /// by VACUUM) and no commit: the batch is written again on restart.
+    pub async fn append(&mut self, batch: Option<RecordBatch>, txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
+        let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
+        let mut actions = Vec::new();
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+            let mut writer = RecordBatchWriter::for_table(&self.table).map_err(|e| self.wrap(e))?;
+            writer.write(batch).await.map_err(|e| self.wrap(e))?;
+            actions.extend(writer.flush().await.map_err(|e| self.wrap(e))?.into_iter().map(Action::Add));
+            crate::failpoint::hit(&format!("{}.files_written", self.spec.name));
+        }
+        let properties = CommitProperties::default().with_application_transactions(txns);
+        let version = self.commit_actions(properties, actions).await?;
+        Ok(CommitOutcome { version, rows })
+    }
+
+    /// Commits `actions` with `properties` and moves the loaded snapshot to
+    /// exactly the version committed (not past it: see the writer's notes on
+    /// why the snapshot must only move by our own commits or a full re-read).
+    async fn commit_actions(&mut self, properties: CommitProperties, actions: Vec<Action>) -> Result<i64, TableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
+        let partition_by = Some(snapshot.metadata().partition_columns().to_vec()).filter(|p| !p.is_empty());
+        let operation = DeltaOperation::Write { mode: SaveMode::Append, partition_by, predicate: None };
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| self.wrap(e))?;
+        let version = finalized.version();
+        self.table.update_incremental(Some(version)).await.map_err(|e| self.wrap(e))?;
+        Ok(version as i64)
+    }
+
+    /// Replaces the in-memory table after an operation that returned a new one.
+    pub fn set_delta(&mut self, table: DeltaTable) {
+        self.table = table;
+    }
+
+    pub fn wrap_error(&self, source: DeltaTableError) -> TableError {
+        self.wrap(source)
+    }
+}

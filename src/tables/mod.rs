@@ -1,0 +1,17 @@
+//! The lake's Delta tables and how lakestream commits to them.
+//!
+//! - [`location`]: the lake URI and where each table lives below it;
+//! - [`delta`]: opening or creating a table and committing a batch to it
+//!   together with its Kafka offsets (`txn` actions);
+//! - [`bronze`], [`quarantine`], [`silver`]: each table's schema and how a
+//!   batch of records becomes its rows.
+
+pub mod bronze;
+pub mod change_feed;
+pub mod delta;
+pub mod location;
+pub mod quarantine;
+pub mod silver;
+pub mod tombstones;
+
+pub use delta::{CommitOutcome, LakeTable, TableSpec};

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Benchmark: produce the whole dataset to the local broker, then time
+# `lakestream run --until-caught-up` into a fresh lake on the local disk.
+# Prints produce events/s, writer events/s and MB/s, peak RSS, commits and files.
+#   bash tests/bench/pipeline.sh                 # bronze + silver + quarantine, 5 % mutations
+#   MUTATIONS=0 bash tests/bench/pipeline.sh     # inserts only
+#   REPEAT=3 bash tests/bench/pipeline.sh        # the dataset 3 times (new transaction numbers)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
+INPUT="${INPUT:-../shared/data/sales-transaction-v4a.csv.gz}"
+MUTATIONS="${MUTATIONS:-0.05}"
+PARTITIONS="${PARTITIONS:-6}"
+
+cargo build --release --locked --quiet
+BIN="$CARGO_TARGET_DIR/release/lakestream"
+tests/stack/stack.sh start kafka >/dev/null
+eval "$(tests/stack/stack.sh env)"
+
+run_id="bench-$(date +%s)"
+topic="$run_id"
+lake="$(mktemp -d)/lake"
+work="$(mktemp -d)"
+trap 'rm -rf "$lake" "$work"' EXIT
+
+echo "== produce: $INPUT, mutations $MUTATIONS, $PARTITIONS partitions"
+"$BIN" produce --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" --input "$INPUT" \
+  --partitions "$PARTITIONS" --mutations "$MUTATIONS" --seed 1 | tee "$work/produce.txt"
+
+echo "== run --until-caught-up into $lake"
+start=$(date +%s.%N)
+/usr/bin/time -f "%M" -o "$work/rss_kb" "$BIN" run --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" \
+  --group "$run_id" --lake "$lake" --until-caught-up 2>"$work/run.log" | tee "$work/run.txt"
+end=$(date +%s.%N)
+
+events=$(grep -o 'wrote [0-9]*' "$work/run.txt" | grep -o '[0-9]*')
+bytes=$(grep -o '"bytes":[0-9]*' "$work/run.log" | grep -o '[0-9]*' | paste -sd+ | bc)
+rss_kb=$(cat "$work/rss_kb")
+secs=$(echo "$end - $start" | bc -l)
+echo
+echo "records:            $events"
+echo "wall time:          $(printf %.1f "$secs") s (process start to exit, incl. table creation and group join)"
+echo "throughput:         $(echo "$events / $secs" | bc) events/s"
+echo "Kafka payload:      $(echo "scale=1; ${bytes:-0} / 1048576" | bc) MB, $(echo "scale=1; ${bytes:-0} / 1048576 / $secs" | bc) MB/s"
+echo "peak RSS:           $((rss_kb / 1024)) MB"
+for t in bronze/orders silver/order_lines silver/order_lines_tombstones quarantine/orders; do
+  commits=$(find "$lake/$t/_delta_log" -name '*.json' | wc -l)
+  files=$(find "$lake/$t" -name '*.parquet' -not -path '*/_delta_log/*' | wc -l)
+  echo "$(printf '%-32s' "$t:") $commits commits, $files parquet files"
+done
+grep '"message":"committed"' "$work/run.log" | grep '"table":"silver.order_lines"' \
+  | grep -o '"ms":[0-9]*' | grep -o '[0-9]*' > "$work/merge_ms" || true
+if [ -s "$work/merge_ms" ]; then
+  n=$(wc -l < "$work/merge_ms")
+  q=$(( (n + 3) / 4 ))
+  echo "silver MERGE ms per batch, by quarter of the run (mean): $(split -n l/4 -d "$work/merge_ms" "$work/q" && for f in "$work"/q0*; do awk '{s+=$1} END {printf "%d ", s/NR}' "$f"; done) (n=$n)"
+fi

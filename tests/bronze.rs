@@ -1,0 +1,183 @@
+//! Exactly-once bronze ingestion against the real broker and object stores,
+//! checked with an independent reader (DuckDB's Delta extension).
+
+mod common;
+
+use common::*;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn count_commits(lake_dir: &Path) -> usize {
+    std::fs::read_dir(lake_dir.join("bronze/orders/_delta_log"))
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+        .unwrap_or(0)
+}
+
+/// Bronze holds each record of the topic exactly once, and its txn versions are the last offsets.
+fn assert_exactly_once(lake: &Lake, topic: &str) {
+    let ends = end_offsets(topic);
+    let n: i64 = ends.iter().map(|(_, e)| e).sum();
+    let bronze = lake.table("bronze/orders");
+    let opts = lake.reader_opts();
+    let rows = duckdb(
+        &bronze,
+        &opts,
+        "SELECT count(*) AS n, count(DISTINCT (\"partition\", \"offset\")) AS distinct_n, \
+         count(*) FILTER (WHERE value IS NULL) AS null_values FROM t",
+    );
+    assert_eq!(rows[0]["n"].as_i64(), Some(n), "bronze rows = records produced ({topic})");
+    assert_eq!(rows[0]["distinct_n"].as_i64(), Some(n), "no (partition, offset) twice");
+    let per_partition = duckdb(&bronze, &opts, "SELECT \"partition\" AS p, max(\"offset\") AS last, count(*) AS c FROM t GROUP BY 1 ORDER BY 1");
+    for (p, end) in &ends {
+        let row = per_partition.iter().find(|r| r["p"].as_i64() == Some(*p as i64)).expect("partition present");
+        assert_eq!(row["last"].as_i64(), Some(end - 1));
+        assert_eq!(row["c"].as_i64(), Some(*end), "offsets 0..{end} of partition {p}");
+        let app = format!("lakestream:bronze.orders:{topic}:{p}");
+        assert_eq!(duckdb_txn(&bronze, &opts, &app), Some(end - 1), "txn version of {app}");
+    }
+}
+
+/// Partial runs stopped at random points, including crashes between writing
+/// the Parquet files and committing them; then bronze holds exactly N records.
+fn exactly_once_over_crashes(lake: Lake, rows: &str, runs_with_crash: usize) {
+    let topic = unique("bronze");
+    produce(&topic, &["--limit", rows, "--partitions", "6"]);
+    let group = unique("g");
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill seed {seed}");
+    let mut rng = Rng(seed);
+    let mut crashes = 0;
+    for attempt in 0..40 {
+        let crash = crashes < runs_with_crash;
+        let failpoint = format!("bronze.orders.files_written={}", 1 + rng.below(3));
+        let mut cmd = lake.run(&topic, &group, &[]);
+        if crash && attempt % 2 == 0 {
+            cmd.env("LAKESTREAM_FAILPOINTS", &failpoint);
+        }
+        let mut child = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+        let kill_after = Duration::from_millis(300 + rng.below(1500));
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break Some(s);
+            }
+            if crash && attempt % 2 == 1 && started.elapsed() >= kill_after {
+                child.0.kill().unwrap(); // SIGKILL
+                child.0.wait().unwrap();
+                break None;
+            }
+            assert!(started.elapsed() < Duration::from_secs(300), "a run hung");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match status {
+            Some(s) if s.success() => {
+                if crashes >= runs_with_crash {
+                    assert_exactly_once(&lake, &topic);
+                    return;
+                }
+                // finished before the kill point: the topic was small; count it as done
+                assert_exactly_once(&lake, &topic);
+                return;
+            }
+            _ => crashes += 1, // killed, or aborted at the failpoint
+        }
+    }
+    panic!("no run finished after 40 attempts");
+}
+
+#[test]
+fn exactly_once_over_crashes_on_local_disk() {
+    exactly_once_over_crashes(Lake::local(), "60000", 6);
+}
+
+#[test]
+fn exactly_once_over_crashes_on_azurite() {
+    exactly_once_over_crashes(Lake::azurite(), "15000", 3);
+}
+
+#[test]
+fn exactly_once_over_crashes_on_seaweedfs() {
+    exactly_once_over_crashes(Lake::seaweedfs(), "15000", 3);
+}
+
+/// Two writers in one group share six partitions; one is killed mid-stream.
+#[test]
+fn two_writers_one_killed_still_exactly_once() {
+    let lake = Lake::local();
+    let dir = lake.dir.as_ref().unwrap().path().to_path_buf();
+    let topic = unique("bronze-pair");
+    produce(&topic, &["--limit", "120000", "--partitions", "6"]);
+    let group = unique("g");
+    let mut a = Writer(lake.run(&topic, &group, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let mut b = Writer(lake.run(&topic, &group, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    wait_until("a few bronze commits", Duration::from_secs(120), || count_commits(&dir) >= 6);
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    // B takes over A's partitions after the session timeout; whatever B leaves, a restart finishes.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while b.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "writer B hung");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(b.0.wait().unwrap().success());
+    run_ok(lake.run(&topic, &group, &[]));
+    assert_exactly_once(&lake, &topic);
+}
+
+/// Raw means raw: records that are not JSON land in bronze unchanged; they are quarantined, not lost.
+#[test]
+fn bronze_keeps_any_bytes() {
+    let lake = Lake::local();
+    let topic = unique("bronze-raw");
+    produce(&topic, &["--limit", "10", "--partitions", "1"]);
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let raw: Vec<Option<&[u8]>> = vec![Some(b"not json at all"), Some(b""), None, Some(&[0xff, 0xfe, 0x00, b'x'])];
+    for v in &raw {
+        let mut r = BaseRecord::<str, [u8]>::to(&topic).key("k");
+        if let Some(v) = v {
+            r = r.payload(v);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    run_ok(lake.run(&topic, &unique("g"), &[]));
+    assert_exactly_once(&lake, &topic);
+    let bronze = lake.table("bronze/orders");
+    let rows = duckdb(&bronze, &[], "SELECT \"offset\" AS o, value, hex(value_bytes) AS b FROM t WHERE \"offset\" >= 10 ORDER BY 1");
+    assert_eq!(rows[0]["value"], "not json at all");
+    assert_eq!(rows[1]["value"], "");
+    assert!(rows[2]["value"].is_null(), "a tombstone stays a null value");
+    assert_eq!(rows[3]["b"], "FFFE0078", "invalid UTF-8 is kept byte for byte");
+    let q = duckdb(&lake.table("quarantine/orders"), &[], "SELECT \"offset\" AS o, error_kind AS k FROM t ORDER BY 1");
+    let kinds: Vec<&str> = q.iter().map(|r| r["k"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["not_json", "not_json", "tombstone_key", "not_utf8"]);
+}
+
+#[test]
+fn configuration_errors_fail_fast_and_name_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().to_str().unwrap().to_string();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = lakestream();
+        c.arg("run").args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run_fails_within(c, Duration::from_secs(40))
+    };
+    let e = run(&["--brokers", "127.0.0.1:1", "--topic", "t", "--lake", &lake], &[]);
+    assert!(e.contains("cannot reach Kafka at kafka.brokers = 127.0.0.1:1"), "{e}");
+    let e = run(&["--brokers", &brokers(), "--lake", "ftp://host/lake"], &[]);
+    assert!(e.contains("setting `lake.uri`") && e.contains("not supported"), "{e}");
+    let e = run(&["--brokers", &brokers(), "--topic", &unique("missing"), "--lake", &lake], &[]);
+    assert!(e.contains("not found (kafka.topic)"), "{e}");
+    let e = run(&["--brokers", &brokers(), "--lake", "s3://lakestream/x"], &[]);
+    assert!(e.contains("lake.storage.aws_access_key_id"), "{e}");
+    let e = run(&["--brokers", &brokers(), "--lake", "az://lakestream/x"], &[]);
+    assert!(e.contains("lake.storage.azure_storage_account_key"), "{e}");
+    let e = run(&["--brokers", &brokers(), "--lake", &lake], &[("LAKESTREAM_BATCH__MAX_RECORDS", "0")]);
+    assert!(e.contains("setting `batch.max_records`"), "{e}");
+}

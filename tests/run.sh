@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs and starts the local stack (Kafka-protocol
+# broker, Azurite, SeaweedFS, DuckDB reader), runs every test against it, and stops
+# the services it started. Extra arguments go to `cargo test` (e.g. a test name).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
+# Build outside the clone so that repeated runs (and CI) reuse the heavy dependency build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
+
+if tests/stack/stack.sh status >/dev/null 2>&1; then
+  started_here=no
+else
+  started_here=yes
+fi
+tests/stack/stack.sh start
+if [ "$started_here" = yes ]; then
+  trap 'tests/stack/stack.sh stop' EXIT
+fi
+eval "$(tests/stack/stack.sh env)"
+
+cargo test --release --locked "$@"

@@ -1,0 +1,312 @@
+//! Silver order lines: change-data semantics checked against an independent
+//! fold of the events, read back with DuckDB; quarantine routing.
+
+mod common;
+
+use common::*;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+type Key = (String, i64);
+
+/// The expected silver: fold every event of the topic by key, the newest `seq`
+/// wins, a delete is remembered (so older events after it do not apply).
+fn expected_state(topic: &str) -> BTreeMap<Key, Value> {
+    let mut state: HashMap<Key, (i64, Option<Value>)> = HashMap::new();
+    for m in consume_all(topic, Duration::from_secs(300)) {
+        let Some(payload) = m.payload() else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(payload) else { continue };
+        let Some(seq) = v["source"]["seq"].as_i64() else { continue };
+        let img = if v["op"] == "d" { &v["before"] } else { &v["after"] };
+        let key = (img["transaction_no"].as_str().unwrap().to_string(), img["line_no"].as_i64().unwrap());
+        let row = if v["op"] == "d" { None } else { Some(v.clone()) };
+        match state.get(&key) {
+            Some((s, _)) if *s >= seq => {}
+            _ => {
+                state.insert(key, (seq, row));
+            }
+        }
+    }
+    state.into_iter().filter_map(|(k, (_, row))| row.map(|r| (k, r))).collect()
+}
+
+/// Silver as DuckDB reads it, keyed, with decimals as text.
+fn silver_rows(lake: &Lake) -> BTreeMap<Key, Value> {
+    let rows = duckdb(
+        &lake.table("silver/order_lines"),
+        &lake.reader_opts(),
+        "SELECT transaction_no, line_no, CAST(order_date AS VARCHAR) AS order_date, product_no, product_name, \
+         CAST(price AS VARCHAR) AS price, quantity, customer_no, country, is_cancellation, \
+         CAST(line_total AS VARCHAR) AS line_total, _op, _seq, CAST(order_month AS VARCHAR) AS order_month FROM t",
+    );
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let key = (r["transaction_no"].as_str().unwrap().to_string(), r["line_no"].as_i64().unwrap());
+        assert!(out.insert(key.clone(), r).is_none(), "key {key:?} twice in silver");
+    }
+    out
+}
+
+fn cents(text: &str) -> i64 {
+    lakestream::order_line::Price::parse(text).unwrap().cents()
+}
+
+fn assert_silver_matches(lake: &Lake, topic: &str) {
+    let expected = expected_state(topic);
+    let actual = silver_rows(lake);
+    assert_eq!(actual.len(), expected.len(), "silver row count");
+    let mut expected_total: i128 = 0;
+    let mut actual_total: i128 = 0;
+    for (key, event) in &expected {
+        let a = actual.get(key).unwrap_or_else(|| panic!("{key:?} missing from silver"));
+        let e = &event["after"];
+        let ctx = format!("{key:?}: silver {a} vs event {event}");
+        assert_eq!(a["order_date"], e["order_date"], "{ctx}");
+        assert_eq!(a["product_no"], e["product_no"], "{ctx}");
+        assert_eq!(a["product_name"], e["product_name"], "{ctx}");
+        assert_eq!(cents(a["price"].as_str().unwrap()), cents(&e["price"].to_string()), "{ctx}");
+        assert_eq!(a["quantity"], e["quantity"], "{ctx}");
+        assert_eq!(a["customer_no"], e["customer_no"], "{ctx}");
+        assert_eq!(a["country"], e["country"], "{ctx}");
+        assert_eq!(a["is_cancellation"], json!(key.0.starts_with('C')), "{ctx}");
+        assert_eq!(a["_op"], event["op"], "{ctx}");
+        assert_eq!(a["_seq"], event["source"]["seq"], "{ctx}");
+        assert_eq!(a["order_month"].as_str().unwrap()[..7], e["order_date"].as_str().unwrap()[..7], "{ctx}");
+        let line_total = cents(&e["price"].to_string()) as i128 * e["quantity"].as_i64().unwrap() as i128;
+        assert_eq!(cents(a["line_total"].as_str().unwrap()) as i128, line_total, "{ctx}");
+        expected_total += line_total;
+        actual_total += cents(a["line_total"].as_str().unwrap()) as i128;
+    }
+    assert_eq!(actual_total, expected_total, "sum of line_total");
+}
+
+/// The whole dataset with 5 % mutations; silver equals the fold.
+#[test]
+fn silver_equals_the_fold_of_the_full_dataset() {
+    let lake = Lake::local();
+    let topic = unique("silver-full");
+    produce(&topic, &["--mutations", "0.05", "--seed", "11", "--partitions", "6"]);
+    let mut run = lake.run(&topic, &unique("g"), &[]);
+    run.env("LAKESTREAM_BATCH__MAX_RECORDS", "100000");
+    run_ok(run);
+    assert_silver_matches(&lake, &topic);
+}
+
+/// The same on Azurite (a slice of the dataset), through random kill -9 restarts.
+#[test]
+fn silver_equals_the_fold_after_crashes_on_azurite() {
+    silver_after_crashes(Lake::azurite(), "30000");
+}
+
+#[test]
+fn silver_equals_the_fold_after_crashes_on_local_disk() {
+    silver_after_crashes(Lake::local(), "60000");
+}
+
+fn silver_after_crashes(lake: Lake, rows: &str) {
+    let topic = unique("silver-crash");
+    produce(&topic, &["--limit", rows, "--mutations", "0.05", "--seed", "5", "--partitions", "6"]);
+    let group = unique("g");
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("kill seed {seed}");
+    let mut rng = Rng(seed);
+    // Crash points: after uploading each table's files, and between table commits.
+    let points = [
+        "bronze.orders.files_written",
+        "silver.order_lines_tombstones.files_written",
+        "quarantine.orders.files_written",
+        "cycle.after_bronze",
+        "cycle.after_tombstones",
+        "cycle.after_silver",
+    ];
+    for attempt in 0..30 {
+        let mut cmd = lake.run(&topic, &group, &[]);
+        let crash_at_point = attempt < 6;
+        if crash_at_point {
+            cmd.env("LAKESTREAM_FAILPOINTS", format!("{}={}", points[attempt], 1 + rng.below(3)));
+        }
+        let mut child = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let kill_after = Duration::from_millis(400 + rng.below(2000));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                if status.success() && attempt >= 8 {
+                    assert_silver_matches(&lake, &topic);
+                    return;
+                }
+                break;
+            }
+            if !crash_at_point && attempt < 8 && started.elapsed() >= kill_after {
+                child.0.kill().unwrap();
+                child.0.wait().unwrap();
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(300), "a run hung");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("no run finished");
+}
+
+/// Sends hand-written change events to a one-partition topic.
+fn send(topic: &str, records: &[(Option<&str>, Option<Value>)]) {
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    for (key, value) in records {
+        let body = value.as_ref().map(|v| v.to_string());
+        let mut r = BaseRecord::<str, str>::to(topic);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        if let Some(b) = &body {
+            r = r.payload(b);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+fn line(qty: i64) -> Value {
+    json!({"transaction_no":"900001","line_no":1,"order_date":"2019-12-09","product_no":"22596","product_name":"Tin",
+           "price":10.65,"quantity":qty,"customer_no":"13069","country":"United Kingdom"})
+}
+
+fn env_of(op: &str, seq: i64, before: Option<Value>, after: Option<Value>) -> Value {
+    json!({"op":op,"ts_ms":1_700_000_000_000i64 + seq,"source":{"table":"order_lines","seq":seq},"before":before,"after":after})
+}
+
+fn create_topic(topic: &str) {
+    // one record through produce creates the topic with one partition; then our events follow
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("one.csv");
+    std::fs::write(&f, "TransactionNo,Date,ProductNo,ProductName,Price,Quantity,CustomerNo,Country\r\n100001,1/1/2019,1,x,1.00,1,1,UK\r\n").unwrap();
+    let mut c = lakestream();
+    c.args(["produce", "--brokers", &brokers(), "--topic", topic, "--partitions", "1", "--input"]).arg(&f);
+    run_ok(c);
+}
+
+/// insert, update, late older update, delete, late update after delete, re-delivery:
+/// the change feed has exactly the expected rows and change types.
+#[test]
+fn change_feed_of_a_scripted_scenario() {
+    let lake = Lake::local();
+    let topic = unique("cdf");
+    create_topic(&topic);
+    let k = Some("900001");
+    let steps: Vec<Vec<(Option<&str>, Option<Value>)>> = vec![
+        vec![(k, Some(env_of("c", 1, None, Some(line(1)))))],                 // insert
+        vec![(k, Some(env_of("u", 3, Some(line(1)), Some(line(3)))))],       // update
+        vec![(k, Some(env_of("u", 2, Some(line(1)), Some(line(2)))))],       // late, older update: ignored
+        vec![(k, Some(env_of("d", 4, Some(line(3)), None)))],                // delete
+        vec![(k, Some(env_of("u", 3, Some(line(1)), Some(line(3)))))],       // late update after delete: ignored
+        vec![(k, Some(env_of("c", 1, None, Some(line(1)))))],                 // re-delivery of the insert: ignored
+    ];
+    let group = unique("g");
+    for step in &steps {
+        send(&topic, step); // one batch per step: each its own MERGE
+        run_ok(lake.run(&topic, &group, &[]));
+    }
+    let changes = lakestream_cdf(&lake.table("silver/order_lines"));
+    let got: Vec<(String, i64, i64)> = changes
+        .iter()
+        .filter(|c| c.0 == "900001")
+        .map(|c| (c.1.clone(), c.2, c.3))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("insert".to_string(), 1, 1),
+            ("update_preimage".to_string(), 1, 1),
+            ("update_postimage".to_string(), 3, 3),
+            ("delete".to_string(), 3, 3),
+        ],
+        "(change type, _seq, quantity) in commit order: {changes:?}"
+    );
+    assert!(silver_rows(&lake).get(&("900001".to_string(), 1)).is_none(), "deleted and not resurrected");
+}
+
+/// The change feed as (transaction_no, change type, _seq, quantity), by commit version.
+fn lakestream_cdf(uri: &str) -> Vec<(String, String, i64, i64)> {
+    let out = lakestream().args(["changes", "--table", uri]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut rows: Vec<(i64, String, String, i64, i64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["_commit_version"].as_i64().unwrap(),
+                v["transaction_no"].as_str().unwrap().to_string(),
+                v["_change_type"].as_str().unwrap().to_string(),
+                v["_seq"].as_i64().unwrap(),
+                v["quantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let order = |t: &str| match t {
+        "insert" => 0,
+        "update_preimage" => 1,
+        "update_postimage" => 2,
+        _ => 3,
+    };
+    rows.sort_by_key(|r| (r.0, order(&r.2)));
+    rows.into_iter().map(|r| (r.1, r.2, r.3, r.4)).collect()
+}
+
+/// Every bad-input kind lands in quarantine with its kind; the valid records
+/// of the same batch reach silver.
+#[test]
+fn bad_records_are_quarantined_and_valid_ones_reach_silver() {
+    let lake = Lake::local();
+    let topic = unique("quarantine");
+    create_topic(&topic);
+    let mut bad_price = line(1);
+    bad_price["price"] = json!("ten");
+    let mut wrong_type = line(1);
+    wrong_type["quantity"] = json!("three");
+    let mut missing = line(1);
+    missing.as_object_mut().unwrap().remove("transaction_no");
+    let big = "x".repeat(2 << 20);
+    let valid = env_of("c", 10, None, Some(line(7)));
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "10000000")
+        .create()
+        .unwrap();
+    let records: Vec<(Option<&str>, Vec<u8>, &str)> = vec![
+        (Some("900001"), b"{not json".to_vec(), "not_json"),
+        (Some("900001"), env_of("c", 2, None, Some(bad_price)).to_string().into_bytes(), "invalid_value"),
+        (Some("900001"), env_of("c", 3, None, Some(wrong_type)).to_string().into_bytes(), "wrong_type"),
+        (Some("900001"), env_of("c", 4, None, Some(missing)).to_string().into_bytes(), "missing_field"),
+        (Some("900001"), env_of("x", 5, None, Some(line(1))).to_string().into_bytes(), "unknown_op"),
+        (Some("900001"), big.into_bytes(), "oversized"),
+        (Some("999999"), env_of("c", 6, None, Some(line(1))).to_string().into_bytes(), "key_mismatch"),
+        (Some("900001"), valid.to_string().into_bytes(), ""),
+    ];
+    for (key, value, _) in &records {
+        let mut r = BaseRecord::<str, [u8]>::to(&topic).payload(value);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(20)).unwrap();
+    let mut run = lake.run(&topic, &unique("g"), &[]);
+    run.env("LAKESTREAM_KAFKA__PROPERTIES__fetch.message.max.bytes", "10000000");
+    run_ok(run);
+    let q = duckdb(&lake.table("quarantine/orders"), &[], "SELECT \"offset\" AS o, error_kind AS k, error AS e FROM t ORDER BY 1");
+    let kinds: Vec<&str> = q.iter().map(|r| r["k"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = records.iter().map(|r| r.2).filter(|k| !k.is_empty()).collect();
+    assert_eq!(kinds, expected, "{q:?}");
+    assert!(q[1]["e"].as_str().unwrap().contains("after.price"), "errors name the field: {q:?}");
+    let silver = silver_rows(&lake);
+    let row = silver.get(&("900001".to_string(), 1)).expect("the valid record reached silver");
+    assert_eq!(row["quantity"], 7);
+    // bronze has all of them
+    let n = duckdb(&lake.table("bronze/orders"), &[], "SELECT count(*) AS n FROM t");
+    assert_eq!(n[0]["n"].as_i64(), Some(records.len() as i64 + 1));
+}
