@@ -110,7 +110,9 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,deltalake=warn,datafusion=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(
+        "info,deltalake=warn,deltalake_core=warn,datafusion=warn,buoyant_kernel=off,object_store=warn,aws_config=warn,rdkafka=warn",
+    ));
     let json = match std::env::var("LAKESTREAM_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
@@ -211,6 +213,22 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The error and its causes, each once: many library errors repeat their
+/// source in their own message, which `{:#}` would print again.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -224,7 +242,7 @@ fn main() -> ExitCode {
     match runtime.block_on(main_inner(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -81,7 +81,11 @@ pub fn check_topic(config: &Config, timeout: Duration) -> anyhow::Result<usize> 
         .find(|t| t.name() == k.topic)
         .ok_or_else(|| anyhow!("topic {} not found (kafka.topic)", k.topic))?;
     if let Some(err) = topic.error() {
-        bail!("topic {} (kafka.topic) is not usable: {:?}", k.topic, rdkafka::types::RDKafkaErrorCode::from(err));
+        let code = rdkafka::types::RDKafkaErrorCode::from(err);
+        if code == rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
+            bail!("topic {} not found (kafka.topic) at kafka.brokers = {}", k.topic, k.brokers);
+        }
+        bail!("topic {} (kafka.topic) is not usable: {code}", k.topic);
     }
     Ok(topic.partitions().len())
 }
@@ -118,7 +122,19 @@ fn resume_fn(config: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result
 }
 
 /// Runs the writer until `shutdown` resolves (or, with `until_caught_up`, until caught up).
-pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunSummary> {
+    let stop = Stop::default();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.request();
+        });
+    }
     let tables = open_tables(&config).await?;
     {
         let c = config.clone();
@@ -141,13 +157,14 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let mut assigned: BTreeSet<i32> = BTreeSet::new();
     let mut ends: HashMap<i32, Assignment> = HashMap::new();
     let mut had_assignment = false;
+    // Last offset received per partition (to close the final batch early with --until-caught-up).
+    let mut received: HashMap<i32, i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tokio::pin!(shutdown);
     let result: anyhow::Result<()> = async {
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutdown => {
+                _ = stop.requested() => {
                     tracing::info!("shutdown requested: committing the open batch");
                     break;
                 }
@@ -157,9 +174,17 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
                         if !assigned.contains(&r.partition) {
                             continue; // a record of a partition handed over already
                         }
+                        let (partition, offset) = (r.partition, r.offset);
                         batch.push(r);
-                        if batch.is_full() {
-                            flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await?;
+                        received.insert(partition, offset);
+                        let everything_in = options.until_caught_up
+                            && assigned.iter().all(|p| ends.get(p).is_some_and(|a| {
+                                a.end <= a.start.unwrap_or(0)
+                                    || received.get(p).is_some_and(|o| o + 1 >= a.end)
+                                    || writer.committed(*p).is_some_and(|c| c + 1 >= a.end)
+                            }));
+                        if batch.is_full() || everything_in {
+                            flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;
                             publish_committed(&assigned, &writer, &committed_offsets);
                         }
                     }
@@ -175,7 +200,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
                         publish_committed(&assigned, &writer, &committed_offsets);
                     }
                     Some(SourceEvent::Revoked(parts, ack)) => {
-                        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await?;
+                        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;
                         batch.drop_partitions(&parts);
                         writer.revoked(&parts);
                         for p in &parts {
@@ -191,7 +216,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
                 },
                 _ = tick.tick() => {
                     if batch.deadline().is_some_and(|d| Instant::now() >= d) {
-                        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await?;
+                        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;
                         publish_committed(&assigned, &writer, &committed_offsets);
                     }
                 }
@@ -201,15 +226,47 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
                 break;
             }
         }
-        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics).await
+        flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await
     }
     .await;
     lag_task.abort();
+    let _ = lag_task.await;
     drop(rx);
     source.shutdown().await;
     result?;
     tracing::info!(records = summary.records, batches = summary.batches, quarantined = summary.quarantined, "lakestream writer stopped");
     Ok(summary)
+}
+
+/// How long a requested shutdown waits for a failing batch commit to succeed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A shutdown request (SIGTERM/SIGINT), observable from the run loop and from
+/// the retry loop of a batch commit.
+#[derive(Clone, Default)]
+struct Stop {
+    at: Arc<std::sync::Mutex<Option<Instant>>>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Stop {
+    fn request(&self) {
+        self.at.lock().unwrap().get_or_insert_with(Instant::now);
+        self.notify.notify_waiters();
+    }
+    async fn requested(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.at.lock().unwrap().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+    /// True once a shutdown was requested more than `grace` ago.
+    fn overdue(&self, grace: Duration) -> bool {
+        self.at.lock().unwrap().is_some_and(|t| t.elapsed() >= grace)
+    }
 }
 
 /// Shares the offsets every table holds with the lag reporter.
@@ -267,6 +324,7 @@ async fn flush(
     config: &Config,
     summary: &mut RunSummary,
     metrics: &Metrics,
+    stop: &Stop,
 ) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
@@ -279,6 +337,12 @@ async fn flush(
         match writer.write(&decoded, &ranges).await {
             Ok(c) => break c,
             Err(e) => {
+                if stop.overdue(SHUTDOWN_GRACE) {
+                    bail!(
+                        "stopping while the batch still fails to commit ({e}); nothing of it is committed and it is \
+                         read again on restart"
+                    );
+                }
                 metrics.lake_ok.store(false, std::sync::atomic::Ordering::Relaxed);
                 metrics.batch_retries.inc();
                 tracing::warn!(error = %e, retry_in = ?backoff, "batch commit failed; retrying");

@@ -249,7 +249,8 @@ impl KafkaSource {
         let thread = self.thread.take();
         let consumer = self.consumer.clone();
         drop(self);
-        // Joining and the final drop of the consumer block: keep them off the runtime.
+        // Joining and the final drop of the consumer (which leaves the group,
+        // running the revoke callback) block: keep them off the runtime.
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(t) = thread {
                 let _ = t.join();
@@ -286,11 +287,6 @@ fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>, events: mpsc:
             Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
         }
     }
-    // Leave the group here, on this thread, where the rebalance callback may block.
-    if consumer.close_queue().is_ok() {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !consumer.closed() && std::time::Instant::now() < deadline {
-            let _ = consumer.poll(Duration::from_millis(100));
-        }
-    }
+    // The group is left when the last handle is dropped (see `shutdown`).
+    drop(consumer);
 }

@@ -80,29 +80,34 @@ impl LakeTable {
             .with_storage_options(storage.clone())
             .build()
             .map_err(wrap)?;
-        match table.load().await {
-            Ok(()) => {}
-            Err(DeltaTableError::NotATable(_)) => {
-                let kernel_schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| {
-                    wrap(DeltaTableError::Generic(format!("schema does not convert to Delta: {e}")))
-                })?;
-                let created = table
-                    .create()
-                    .with_table_name(spec.name)
-                    .with_columns(kernel_schema.fields().cloned())
-                    .with_partition_columns(spec.partition_columns.iter().map(|c| c.to_string()))
-                    .with_configuration(spec.properties.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))))
-                    .with_save_mode(SaveMode::ErrorIfExists)
-                    .await;
-                match created {
-                    Ok(t) => table = t,
-                    Err(e) => {
-                        // Lost a creation race: use the table the other writer made.
-                        table.load().await.map_err(|_| wrap(e))?;
-                    }
-                }
+        if url.scheme() == "file" {
+            if let Ok(path) = url.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| wrap(DeltaTableError::Generic(format!("cannot create {}: {e}", path.display()))))?;
             }
-            Err(e) => return Err(wrap(e)),
+        }
+        // An empty location (no commit in _delta_log) is created; any other
+        // failure to read the log (credentials, network) is an error.
+        if !table.verify_deltatable_existence().await.map_err(wrap)? {
+            let kernel_schema: StructType = spec
+                .schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| wrap(DeltaTableError::Generic(format!("schema does not convert to Delta: {e}"))))?;
+            let created = table
+                .create()
+                .with_table_name(spec.name)
+                .with_columns(kernel_schema.fields().cloned())
+                .with_partition_columns(spec.partition_columns.iter().map(|c| c.to_string()))
+                .with_configuration(spec.properties.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))))
+                .with_save_mode(SaveMode::ErrorIfExists)
+                .await;
+            match created {
+                Ok(t) => table = t,
+                // Lost a creation race: use the table the other writer made.
+                Err(e) => table.load().await.map_err(|_| wrap(e))?,
+            }
+        } else {
+            table.load().await.map_err(wrap)?;
         }
         let lake_table = LakeTable { spec, table };
         lake_table.check_schema()?;

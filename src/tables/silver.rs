@@ -68,10 +68,14 @@ const DATA_COLUMNS: [&str; 18] = [
     "order_month",
 ];
 
+/// Every column is nullable in the Delta schema, the key included: delta-rs
+/// 1.1 checks NOT NULL on the MERGE rows that no clause takes (a delete for a
+/// key silver does not hold) before it drops them, and would refuse the batch.
+/// The writer never writes a null key, `_op`, `_seq` or lineage column.
 fn fields() -> Vec<Field> {
     vec![
-        Field::new("transaction_no", DataType::Utf8, false),
-        Field::new("line_no", DataType::Int32, false),
+        Field::new("transaction_no", DataType::Utf8, true),
+        Field::new("line_no", DataType::Int32, true),
         Field::new("order_date", DataType::Date32, true),
         Field::new("product_no", DataType::Utf8, true),
         Field::new("product_name", DataType::Utf8, true),
@@ -81,12 +85,12 @@ fn fields() -> Vec<Field> {
         Field::new("country", DataType::Utf8, true),
         Field::new("is_cancellation", DataType::Boolean, true),
         Field::new("line_total", DataType::Decimal128(18, 2), true),
-        Field::new("_op", DataType::Utf8, false),
-        Field::new("_seq", DataType::Int64, false),
+        Field::new("_op", DataType::Utf8, true),
+        Field::new("_seq", DataType::Int64, true),
         Field::new("_source_ts", utc_timestamp(), true),
-        Field::new("_kafka_partition", DataType::Int32, false),
-        Field::new("_kafka_offset", DataType::Int64, false),
-        Field::new("_updated_at", utc_timestamp(), false),
+        Field::new("_kafka_partition", DataType::Int32, true),
+        Field::new("_kafka_offset", DataType::Int64, true),
+        Field::new("_updated_at", utc_timestamp(), true),
         Field::new("order_month", DataType::Date32, true),
     ]
 }

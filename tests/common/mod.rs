@@ -45,7 +45,7 @@ pub fn lakestream() -> Command {
             c.env_remove(k);
         }
     }
-    c.env("LAKESTREAM_LOG_FORMAT", "json").env("RUST_LOG", "info,deltalake=warn");
+    c.env("LAKESTREAM_LOG_FORMAT", "json").env_remove("RUST_LOG");
     c
 }
 
