@@ -7,6 +7,7 @@ use common::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use std::path::Path;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -49,40 +50,41 @@ fn exactly_once_over_crashes(lake: Lake, rows: &str, runs_with_crash: usize) {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("kill seed {seed}");
     let mut rng = Rng(seed);
-    let mut crashes = 0;
+    let (mut aborted, mut killed) = (0, 0);
     for attempt in 0..40 {
-        let crash = crashes < runs_with_crash;
-        let failpoint = format!("bronze.orders.files_written={}", 1 + rng.below(3));
-        let mut cmd = lake.run(&topic, &group, &[]);
-        if crash && attempt % 2 == 0 {
-            cmd.env("LAKESTREAM_FAILPOINTS", &failpoint);
+        let crash = aborted + killed < runs_with_crash;
+        let use_failpoint = crash && attempt % 2 == 0;
+        let mut cmd = lake.run(&topic, &group, &[("LAKESTREAM_BATCH__MAX_RECORDS", "500")]);
+        if use_failpoint {
+            // Crash after the Parquet files are uploaded, before the commit that references them.
+            cmd.env("LAKESTREAM_FAILPOINTS", format!("bronze.orders.files_written={}", 1 + rng.below(3)));
         }
-        let mut child = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
-        let kill_after = Duration::from_millis(300 + rng.below(1500));
+        let mut child = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let kill_after = Duration::from_millis(50 + rng.below(400));
         let started = Instant::now();
         let status = loop {
             if let Some(s) = child.0.try_wait().unwrap() {
                 break Some(s);
             }
-            if crash && attempt % 2 == 1 && started.elapsed() >= kill_after {
+            if crash && !use_failpoint && started.elapsed() >= kill_after {
                 child.0.kill().unwrap(); // SIGKILL
                 child.0.wait().unwrap();
                 break None;
             }
             assert!(started.elapsed() < Duration::from_secs(300), "a run hung");
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         };
         match status {
-            Some(s) if s.success() => {
-                if crashes >= runs_with_crash {
-                    assert_exactly_once(&lake, &topic);
-                    return;
-                }
-                // finished before the kill point: the topic was small; count it as done
+            None => killed += 1,
+            Some(s) if s.signal() == Some(6) => aborted += 1, // SIGABRT at the failpoint
+            Some(s) if s.success() && !crash => {
+                eprintln!("{aborted} crashes at the failpoint, {killed} kill -9");
+                assert!(aborted >= 2, "the failpoint crashed the writer at least twice");
                 assert_exactly_once(&lake, &topic);
                 return;
             }
-            _ => crashes += 1, // killed, or aborted at the failpoint
+            Some(s) if s.success() => {} // finished before the kill: the next run still has to find nothing to do
+            Some(s) => panic!("run failed: {s}"),
         }
     }
     panic!("no run finished after 40 attempts");
