@@ -28,7 +28,10 @@ use writer::{TableRole, Writer};
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Exit once every assigned partition is committed up to its end offset at assignment.
+    /// Exit once every partition of the topic is committed, in every table, up
+    /// to the end offset seen at start (partitions this writer does not own
+    /// count too: it waits for its peers, or for a rebalance to hand a dead
+    /// peer's partitions over).
     pub until_caught_up: bool,
 }
 
@@ -90,6 +93,25 @@ pub fn check_topic(config: &Config, timeout: Duration) -> anyhow::Result<usize> 
     Ok(topic.partitions().len())
 }
 
+/// The end offset (high watermark) of every partition of the topic.
+fn end_offsets(config: &Config, timeout: Duration) -> anyhow::Result<HashMap<i32, i64>> {
+    let k = &config.kafka;
+    let consumer: BaseConsumer = client_config(k).create().map_err(|e| anyhow!("cannot create a Kafka client (kafka.*): {e}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&k.topic), timeout)
+        .map_err(|e| anyhow!("cannot reach Kafka at kafka.brokers = {} within {timeout:?}: {e}", k.brokers))?;
+    let mut ends = HashMap::new();
+    for t in metadata.topics().iter().filter(|t| t.name() == k.topic) {
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(&k.topic, p.id(), timeout)
+                .map_err(|e| anyhow!("cannot read the end offset of {} partition {}: {e}", k.topic, p.id()))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    Ok(ends)
+}
+
 /// The resume callback: for each partition, the offset after the lowest
 /// version any table holds. It opens its own table handles, so it never
 /// waits on the writer.
@@ -136,10 +158,14 @@ pub async fn run(
         });
     }
     let tables = open_tables(&config).await?;
-    {
+    let start_ends: HashMap<i32, i64> = {
         let c = config.clone();
-        tokio::task::spawn_blocking(move || check_topic(&c, Duration::from_secs(15))).await??;
-    }
+        tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<i32, i64>> {
+            check_topic(&c, Duration::from_secs(15))?;
+            end_offsets(&c, Duration::from_secs(15))
+        })
+        .await??
+    };
     let metrics = Metrics::new();
     if let Some(listen) = &config.metrics.listen {
         crate::metrics::serve(listen, metrics.clone()).await?;
@@ -147,7 +173,8 @@ pub async fn run(
     let mut writer = Writer::new(config.kafka.topic.clone(), tables);
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192);
     let resume = resume_fn(&config, tokio::runtime::Handle::current())?;
-    let source = KafkaSource::start(&config.kafka, resume, tx).map_err(|e| anyhow!(e))?;
+    let mut others_checked = Instant::now();
+    let source = KafkaSource::start(&config.kafka, resume.clone(), tx).map_err(|e| anyhow!(e))?;
     let committed_offsets: Arc<std::sync::Mutex<std::collections::BTreeMap<i32, i64>>> = Default::default();
     let lag_task = tokio::spawn(report_lag(source.consumer.clone(), config.kafka.topic.clone(), committed_offsets.clone(), metrics.clone()));
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group_id, lake = %config.lake.uri, "lakestream writer started");
@@ -222,8 +249,21 @@ pub async fn run(
                 }
             }
             if options.until_caught_up && had_assignment && batch.is_empty() && caught_up(&assigned, &ends, &writer) {
-                tracing::info!("caught up with the end offsets seen at assignment");
-                break;
+                // Our partitions are done; the others must be too, in the tables (read at most twice a second).
+                let others: Vec<i32> = start_ends.keys().copied().filter(|p| !assigned.contains(p)).collect();
+                if others.is_empty() {
+                    tracing::info!("caught up with the end offsets seen at start");
+                    break;
+                }
+                if others_checked.elapsed() >= Duration::from_millis(500) {
+                    others_checked = Instant::now();
+                    let (resume, parts) = (resume.clone(), others.clone());
+                    let next = tokio::task::spawn_blocking(move || resume(&parts)).await?.map_err(|e| anyhow!(e))?;
+                    if others.iter().all(|p| start_ends[p] <= 0 || next.get(p).copied().flatten().is_some_and(|n| n >= start_ends[p])) {
+                        tracing::info!("caught up with the end offsets seen at start (other partitions by other writers)");
+                        break;
+                    }
+                }
             }
         }
         flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await

@@ -17,7 +17,7 @@ pub async fn read(url: Url, storage: HashMap<String, String>, starting_version: 
     let ctx = SessionContext::new();
     let generic = |e: deltalake::datafusion::error::DataFusionError| DeltaTableError::Generic(e.to_string());
     ctx.register_table("changes", Arc::new(provider)).map_err(generic)?;
-    ctx.sql("SELECT * FROM changes ORDER BY _commit_version")
+    ctx.sql("SELECT * FROM changes")
         .await
         .map_err(generic)?
         .collect()

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
+use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
@@ -91,11 +92,15 @@ impl Tombstones {
             .try_collect()
             .await
             .map_err(|e| table.wrap_error(deltalake::DeltaTableError::Generic(e.to_string())))?;
+        let generic = |e: deltalake::arrow::error::ArrowError| table.wrap_error(deltalake::DeltaTableError::Generic(e.to_string()));
         for b in batches {
-            let tx = b.column(0).as_string::<i32>();
-            let line = b.column(1).as_primitive::<Int32Type>();
-            let seq = b.column(2).as_primitive::<Int64Type>();
-            let part = b.column(3).as_primitive::<Int32Type>();
+            // The scan may hand back view or dictionary encodings: normalise first.
+            let tx = cast(b.column(0), &DataType::Utf8).map_err(generic)?;
+            let line = cast(b.column(1), &DataType::Int32).map_err(generic)?;
+            let seq = cast(b.column(2), &DataType::Int64).map_err(generic)?;
+            let part = cast(b.column(3), &DataType::Int32).map_err(generic)?;
+            let (tx, line) = (tx.as_string::<i32>(), line.as_primitive::<Int32Type>());
+            let (seq, part) = (seq.as_primitive::<Int64Type>(), part.as_primitive::<Int32Type>());
             for i in 0..b.num_rows() {
                 if tx.is_null(i) || !partitions.contains(&part.value(i)) {
                     continue;
