@@ -29,6 +29,7 @@ pub struct Metrics {
     pub committed_offset: Family<Labels, Gauge>,
     pub freshness_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub assigned_partitions: Gauge,
+    pub open_batch_records: Gauge,
     /// Kafka timestamp (ms) of the newest record committed to every table.
     pub last_committed_ts_ms: AtomicI64,
     pub lake_ok: AtomicBool,
@@ -54,6 +55,7 @@ impl Metrics {
             committed_offset: Family::default(),
             freshness_seconds: Gauge::default(),
             assigned_partitions: Gauge::default(),
+            open_batch_records: Gauge::default(),
             last_committed_ts_ms: AtomicI64::new(0),
             lake_ok: AtomicBool::new(true),
             registry: Registry::default(),
@@ -78,6 +80,7 @@ impl Metrics {
             m.freshness_seconds.clone(),
         );
         registry.register("assigned_partitions", "Partitions this writer owns", m.assigned_partitions.clone());
+        registry.register("open_batch_records", "Records in the batch being filled", m.open_batch_records.clone());
         Arc::new(Metrics { registry, ..m })
     }
 

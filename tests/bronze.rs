@@ -183,3 +183,114 @@ fn configuration_errors_fail_fast_and_name_the_setting() {
     let e = run(&["--brokers", &brokers(), "--lake", &lake], &[("LAKESTREAM_BATCH__MAX_RECORDS", "0")]);
     assert!(e.contains("setting `batch.max_records`"), "{e}");
 }
+
+/// GET on the metrics server; None while it does not answer.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// SIGTERM: the open batch is committed, the group left, exit 0. Also checks
+/// the health endpoints and the metrics series after a run.
+#[test]
+fn sigterm_commits_the_open_batch_and_exits_0() {
+    let lake = Lake::local();
+    let topic = unique("bronze-term");
+    produce(&topic, &["--limit", "5000", "--partitions", "3"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = lakestream();
+    cmd.args(["run", "--brokers", &brokers(), "--topic", &topic, "--group", &unique("g"), "--lake", &lake.uri]);
+    // The batch can only close by the signal: no size or time limit is reached.
+    cmd.env("LAKESTREAM_BATCH__MAX_LATENCY_MS", "3600000").env("LAKESTREAM_METRICS__LISTEN", &addr);
+    let mut w = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_until("the health endpoint", Duration::from_secs(60), || {
+        http_get(&addr, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
+    });
+    wait_until("ready", Duration::from_secs(60), || http_get(&addr, "/readyz").is_some_and(|r| r.contains(" 200 ")));
+    wait_until("5000 records in the open batch", Duration::from_secs(60), || {
+        http_get(&addr, "/metrics").is_some_and(|m| m.contains("lakestream_open_batch_records 5000"))
+    });
+    let bronze_log = lake.dir.as_ref().unwrap().path().join("bronze/orders/_delta_log");
+    assert_eq!(std::fs::read_dir(&bronze_log).unwrap().count(), 1, "nothing committed before the signal");
+    let status = std::process::Command::new("kill").args(["-TERM", &w.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(s) = w.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "exit 0 after SIGTERM: {exit}");
+    assert_exactly_once(&lake, &topic);
+}
+
+/// After a run: the metrics carry the expected series.
+#[test]
+fn metrics_after_a_run() {
+    let lake = Lake::local();
+    let topic = unique("bronze-metrics");
+    produce(&topic, &["--limit", "3000", "--partitions", "2", "--mutations", "0.1"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = lakestream();
+    cmd.args(["run", "--brokers", &brokers(), "--topic", &topic, "--group", &unique("g"), "--lake", &lake.uri]);
+    cmd.env("LAKESTREAM_BATCH__MAX_LATENCY_MS", "200").env("LAKESTREAM_METRICS__LISTEN", &addr);
+    let _w = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    let total: i64 = end_offsets(&topic).iter().map(|(_, e)| e).sum();
+    let mut page = String::new();
+    wait_until("every record committed and lag reported as 0", Duration::from_secs(90), || {
+        page = http_get(&addr, "/metrics").unwrap_or_default();
+        page.contains(&format!("lakestream_records_consumed_total {total}"))
+            && page.contains("lakestream_consumer_lag{partition=\"0\"} 0")
+            && page.contains("lakestream_consumer_lag{partition=\"1\"} 0")
+    });
+    for series in [
+        "lakestream_rows_written_total{table=\"bronze.orders\"}",
+        "lakestream_rows_written_total{table=\"silver.order_lines\"}",
+        "lakestream_commit_duration_seconds_bucket{le=\"0.005\",table=\"silver.order_lines\"}",
+        "lakestream_batch_records_count",
+        "lakestream_table_version{table=\"bronze.orders\"}",
+        "lakestream_freshness_seconds",
+        "lakestream_assigned_partitions 2",
+    ] {
+        assert!(page.contains(series), "{series} missing from:\n{page}");
+    }
+}
+
+/// SASL passwords and storage keys never show in logs, errors or `check` output.
+#[test]
+fn secrets_never_appear_in_logs_or_errors() {
+    let password = "Sup3r-S3cret-SASL-pw";
+    let key = "c2VjcmV0LXN0b3JhZ2Uta2V5LXRoYXQtbXVzdC1uZXZlci1sZWFr"; // base64 of a made-up key
+    let with_secrets = |sub: &str| {
+        let mut c = lakestream();
+        c.args([sub, "--brokers", &brokers(), "--topic", "orders", "--lake", "az://lakestream-test/secrets"]);
+        c.env("LAKESTREAM_KAFKA__SECURITY_PROTOCOL", "sasl_plaintext")
+            .env("LAKESTREAM_KAFKA__SASL_MECHANISM", "PLAIN")
+            .env("LAKESTREAM_KAFKA__SASL_USERNAME", "APIKEY")
+            .env("LAKESTREAM_KAFKA__SASL_PASSWORD", password)
+            .env("LAKESTREAM_LAKE__STORAGE__AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1")
+            .env("LAKESTREAM_LAKE__STORAGE__AZURE_STORAGE_ACCOUNT_KEY", key)
+            .env("RUST_LOG", "debug");
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    for sub in ["check", "run"] {
+        let text = with_secrets(sub);
+        assert!(!text.is_empty());
+        assert!(!text.contains(password), "{sub} printed the SASL password:\n{text}");
+        assert!(!text.contains(key), "{sub} printed the storage key:\n{text}");
+    }
+}

@@ -203,6 +203,7 @@ pub async fn run(
                         }
                         let (partition, offset) = (r.partition, r.offset);
                         batch.push(r);
+                        metrics.open_batch_records.set(batch.len() as i64);
                         received.insert(partition, offset);
                         let everything_in = options.until_caught_up
                             && assigned.iter().all(|p| ends.get(p).is_some_and(|a| {
@@ -371,6 +372,7 @@ async fn flush(
     }
     let bytes = batch.bytes();
     let (records, ranges) = batch.take();
+    metrics.open_batch_records.set(0);
     let decoded = Decoded::new(records, config.decode.max_record_bytes);
     let mut backoff = Duration::from_millis(250);
     let commits = loop {
