@@ -141,33 +141,28 @@ pub fn json_of(m: &OwnedMessage) -> Value {
     serde_json::from_slice(m.payload().expect("value")).expect("JSON value")
 }
 
-/// Runs SQL with DuckDB's Delta extension (the independent reader) against
-/// the table at `uri`, exposed as view `t`; one JSON object per row.
-pub fn duckdb(uri: &str, storage: &[(&str, &str)], sql: &str) -> Vec<Value> {
+/// The independent reader (DuckDB's Delta extension, tests/stack/duckdb_delta.py)
+/// pointed at the table at `uri`; `args` says what to read.
+fn duckdb_reader(uri: &str, storage: &[(&str, &str)], args: &[&str]) -> String {
     let mut c = Command::new(env("LAKESTREAM_PYTHON"));
     c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/stack/duckdb_delta.py")).args(["--table", uri]);
     for (k, v) in storage {
         c.args(["--storage", &format!("{k}={v}")]);
     }
-    c.args(["--sql", sql]);
-    let out = c.output().expect("python runs");
+    let out = c.args(args).output().expect("python runs");
     assert!(out.status.success(), "duckdb reader failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8(out.stdout).unwrap()
 }
 
-/// The txn version DuckDB reads for an app id.
+/// Runs SQL against the table (exposed as view `t`); one JSON object per row.
+pub fn duckdb(uri: &str, storage: &[(&str, &str)], sql: &str) -> Vec<Value> {
+    duckdb_reader(uri, storage, &["--sql", sql]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The txn version DuckDB reads for an app id (None when the table has none).
 pub fn duckdb_txn(uri: &str, storage: &[(&str, &str)], app_id: &str) -> Option<i64> {
-    let mut c = Command::new(env("LAKESTREAM_PYTHON"));
-    c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/stack/duckdb_delta.py")).args(["--table", uri]);
-    for (k, v) in storage {
-        c.args(["--storage", &format!("{k}={v}")]);
-    }
-    c.args(["--txn", app_id]);
-    let out = c.output().expect("python runs");
-    assert!(out.status.success(), "duckdb txn read failed: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let v: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
-    v.get("version").and_then(Value::as_i64).or_else(|| v.as_i64())
+    let text = duckdb_reader(uri, storage, &["--txn", app_id]);
+    serde_json::from_str::<Value>(text.trim()).ok().and_then(|v| v.as_i64())
 }
 
 /// A running `lakestream run` process that is killed if the test panics.
