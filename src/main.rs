@@ -60,6 +60,9 @@ enum Command {
         /// Count and report rows that do not parse instead of stopping at the first.
         #[arg(long)]
         skip_bad_rows: bool,
+        /// Replay the file N times with new transaction numbers (to grow the tables for benchmarks).
+        #[arg(long, default_value_t = 1)]
+        replays: u32,
     },
     /// Run the streaming writer: Kafka to the bronze, silver and quarantine tables.
     Run {
@@ -137,7 +140,7 @@ async fn shutdown_signal() {
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows } => {
+        Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows, replays } => {
             let config = load_config(&common)?;
             config.validate()?;
             let options = ProduceOptions {
@@ -150,6 +153,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 mutations,
                 seed,
                 skip_bad_rows,
+                replays,
                 progress_bar: produce::stderr_is_terminal(),
             };
             let kafka = config.kafka.clone();

@@ -31,6 +31,9 @@ pub struct ProduceOptions {
     pub mutations: f64,
     pub seed: u64,
     pub skip_bad_rows: bool,
+    /// Replay the file this many times, each with new transaction numbers
+    /// (replay k prefixes the digits with k), to grow the tables for benchmarks.
+    pub replays: u32,
     /// Draw a progress bar (on a terminal) instead of periodic log lines.
     pub progress_bar: bool,
 }
@@ -87,9 +90,15 @@ pub fn produce(k: &KafkaConfig, o: &ProduceOptions) -> anyhow::Result<ProduceRep
     if o.rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
         bail!("--rate must be a positive number of events per second");
     }
-    let data = dataset::read(&o.input, o.skip_bad_rows, o.limit)?;
+    if o.replays == 0 {
+        bail!("--replays must be at least 1");
+    }
+    let mut data = dataset::read(&o.input, o.skip_bad_rows, o.limit)?;
     for bad in &data.bad_rows {
         tracing::warn!(line = bad.line, reason = %bad.reason, "skipped a bad row");
+    }
+    if o.replays > 1 {
+        data.lines = replayed(&data.lines, o.replays);
     }
     let (events, summary) = plan(&data.lines, o.mutations, o.seed);
     let topic_created = topic::ensure(k, &o.topic, o.partitions, o.replication, Duration::from_secs(15))?;
@@ -183,7 +192,54 @@ pub fn produce(k: &KafkaConfig, o: &ProduceOptions) -> anyhow::Result<ProduceRep
     Ok(ProduceReport { events: total, summary, bad_rows: data.bad_rows, topic_created, elapsed: started.elapsed() })
 }
 
+/// The lines `replays` times, replay k with transaction numbers `k` + digits
+/// (`581482` -> `3581482`, `C581482` -> `C3581482`), in file order (newest
+/// first), so that replay 0 is published first.
+fn replayed(lines: &[crate::order_line::OrderLine], replays: u32) -> Vec<crate::order_line::OrderLine> {
+    let mut out = Vec::with_capacity(lines.len() * replays as usize);
+    for k in (0..replays).rev() {
+        for l in lines {
+            let mut l = l.clone();
+            if k > 0 {
+                let (prefix, digits) = match l.transaction_no.strip_prefix('C') {
+                    Some(d) => ("C", d),
+                    None => ("", l.transaction_no.as_str()),
+                };
+                l.transaction_no = format!("{prefix}{k}{digits}");
+            }
+            out.push(l);
+        }
+    }
+    out
+}
+
 /// Whether stderr is a terminal (for the progress bar).
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::order_line::{OrderLine, Price};
+
+    #[test]
+    fn replays_get_new_transaction_numbers_and_replay_0_comes_first() {
+        let line = |t: &str| OrderLine {
+            transaction_no: t.into(),
+            line_no: 1,
+            order_date: chrono::NaiveDate::from_ymd_opt(2019, 1, 1).unwrap(),
+            product_no: "1".into(),
+            product_name: "p".into(),
+            price: Price(100),
+            quantity: 1,
+            customer_no: None,
+            country: "UK".into(),
+        };
+        let lines = replayed(&[line("581482"), line("C581481")], 3);
+        let numbers: Vec<&str> = lines.iter().map(|l| l.transaction_no.as_str()).collect();
+        assert_eq!(numbers, ["2581482", "C2581481", "1581482", "C1581481", "581482", "C581481"]);
+        let (events, _) = plan(&lines, 0.0, 1);
+        assert_eq!(events[0].key(), "C581481", "oldest of replay 0 first");
+    }
 }

@@ -12,6 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
 INPUT="${INPUT:-../shared/data/sales-transaction-v4a.csv.gz}"
 MUTATIONS="${MUTATIONS:-0.05}"
 PARTITIONS="${PARTITIONS:-6}"
+REPEAT="${REPEAT:-1}"
 
 cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/lakestream"
@@ -24,9 +25,9 @@ lake="$(mktemp -d)/lake"
 work="$(mktemp -d)"
 trap 'rm -rf "$lake" "$work"' EXIT
 
-echo "== produce: $INPUT, mutations $MUTATIONS, $PARTITIONS partitions"
+echo "== produce: $INPUT x $REPEAT, mutations $MUTATIONS, $PARTITIONS partitions"
 "$BIN" produce --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" --input "$INPUT" \
-  --partitions "$PARTITIONS" --mutations "$MUTATIONS" --seed 1 | tee "$work/produce.txt"
+  --partitions "$PARTITIONS" --mutations "$MUTATIONS" --seed 1 --replays "$REPEAT" | tee "$work/produce.txt"
 
 echo "== run --until-caught-up into $lake"
 start=$(date +%s.%N)
