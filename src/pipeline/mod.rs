@@ -205,12 +205,11 @@ pub async fn run(
                         batch.push(r);
                         metrics.open_batch_records.set(batch.len() as i64);
                         received.insert(partition, offset);
+                        // With --until-caught-up, close the last batch as soon as it holds everything.
                         let everything_in = options.until_caught_up
-                            && assigned.iter().all(|p| ends.get(p).is_some_and(|a| {
-                                a.end <= a.start.unwrap_or(0)
-                                    || received.get(p).is_some_and(|o| o + 1 >= a.end)
-                                    || writer.committed(*p).is_some_and(|c| c + 1 >= a.end)
-                            }));
+                            && all_through_end(&assigned, &ends, |p| {
+                                writer.committed(p).max(received.get(&p).copied())
+                            });
                         if batch.is_full() || everything_in {
                             flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;
                             publish_committed(&assigned, &writer, &committed_offsets);
@@ -249,7 +248,11 @@ pub async fn run(
                     }
                 }
             }
-            if options.until_caught_up && had_assignment && batch.is_empty() && caught_up(&assigned, &ends, &writer) {
+            if options.until_caught_up
+                && had_assignment
+                && batch.is_empty()
+                && all_through_end(&assigned, &ends, |p| writer.committed(p))
+            {
                 // Our partitions are done; the others must be too, in the tables (read at most twice a second).
                 let others: Vec<i32> = start_ends.keys().copied().filter(|p| !assigned.contains(p)).collect();
                 if others.is_empty() {
@@ -348,11 +351,13 @@ async fn report_lag(
     }
 }
 
-fn caught_up(assigned: &BTreeSet<i32>, ends: &HashMap<i32, Assignment>, writer: &Writer) -> bool {
+/// True when, for every assigned partition, `through(p)` (the last offset
+/// known to be done) reaches the end offset seen at assignment.
+fn all_through_end(assigned: &BTreeSet<i32>, ends: &HashMap<i32, Assignment>, through: impl Fn(i32) -> Option<i64>) -> bool {
     assigned.iter().all(|p| {
         let Some(a) = ends.get(p) else { return false };
         let nothing_to_read = a.end <= a.start.unwrap_or(0) || a.end <= 0;
-        nothing_to_read || writer.committed(*p).is_some_and(|c| c + 1 >= a.end)
+        nothing_to_read || through(*p).is_some_and(|o| o + 1 >= a.end)
     })
 }
 
