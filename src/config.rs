@@ -69,6 +69,45 @@ pub struct Config {
     pub batch: BatchConfig,
     pub decode: DecodeConfig,
     pub metrics: MetricsConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
+/// Table maintenance inside `run` (and the defaults of `lakestream maintain`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Run maintenance inside `run`, beside ingestion.
+    pub enabled: bool,
+    /// How often `run` looks at each table.
+    pub interval_secs: u64,
+    /// Compact a table (OPTIMIZE) once it has this many files smaller than
+    /// half the target size.
+    pub compact_min_small_files: usize,
+    /// Size compaction aims for.
+    pub target_file_bytes: u64,
+    /// VACUUM (at most) this often.
+    pub vacuum_interval_hours: u64,
+    /// Files a commit removed, and files no commit ever added (left by a crash
+    /// between upload and commit), are deleted once older than this. At least
+    /// 1 hour: younger files may belong to a commit still in flight.
+    pub vacuum_retention_hours: u64,
+    /// Silver's delete tombstones are kept this long: an event older than a
+    /// delete that arrives later than this could bring the row back.
+    pub tombstone_retention_hours: u64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            enabled: true,
+            interval_secs: 300,
+            compact_min_small_files: 50,
+            target_file_bytes: 128 << 20,
+            vacuum_interval_hours: 24,
+            vacuum_retention_hours: 168,
+            tombstone_retention_hours: 30 * 24,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -290,6 +329,33 @@ impl Config {
         if self.decode.max_record_bytes == 0 {
             return Err(invalid("decode.max_record_bytes", "must be at least 1"));
         }
+        if let Some(listen) = &self.metrics.listen {
+            if listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err(invalid("metrics.listen", format!("`{listen}` is not ip:port (e.g. 0.0.0.0:9898)")));
+            }
+        }
+        let m = &self.maintenance;
+        if m.interval_secs == 0 {
+            return Err(invalid("maintenance.interval_secs", "must be at least 1"));
+        }
+        if m.compact_min_small_files < 2 {
+            return Err(invalid("maintenance.compact_min_small_files", "must be at least 2"));
+        }
+        if m.target_file_bytes < 1 << 20 {
+            return Err(invalid("maintenance.target_file_bytes", "must be at least 1048576 (1 MiB)"));
+        }
+        if m.vacuum_retention_hours < 1 {
+            return Err(invalid(
+                "maintenance.vacuum_retention_hours",
+                "must be at least 1: a younger unreferenced file may belong to a commit still in flight",
+            ));
+        }
+        if m.vacuum_interval_hours == 0 {
+            return Err(invalid("maintenance.vacuum_interval_hours", "must be at least 1"));
+        }
+        if m.tombstone_retention_hours < 1 {
+            return Err(invalid("maintenance.tombstone_retention_hours", "must be at least 1"));
+        }
         let location = crate::tables::location::LakeLocation::parse(&self.lake.uri)
             .map_err(|message| invalid("lake.uri", message))?;
         let env: std::collections::HashMap<String, String> = std::env::vars().collect();
@@ -432,5 +498,24 @@ mod tests {
         let shown = format!("{} {:?}", c.redacted(), c);
         assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("APIKEY"));
+    }
+
+    #[test]
+    fn maintenance_and_metrics_settings_are_checked_up_front() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert!(c.maintenance.enabled && c.maintenance.vacuum_retention_hours == 168);
+        let cases = [
+            ("LAKESTREAM_METRICS__LISTEN", "9898", "metrics.listen"),
+            ("LAKESTREAM_MAINTENANCE__VACUUM_RETENTION_HOURS", "0", "maintenance.vacuum_retention_hours"),
+            ("LAKESTREAM_MAINTENANCE__INTERVAL_SECS", "0", "maintenance.interval_secs"),
+            ("LAKESTREAM_MAINTENANCE__COMPACT_MIN_SMALL_FILES", "1", "maintenance.compact_min_small_files"),
+            ("LAKESTREAM_MAINTENANCE__TARGET_FILE_BYTES", "1000", "maintenance.target_file_bytes"),
+        ];
+        for (var, value, setting) in cases {
+            let e = Config::load(None, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.contains(setting), "{var}={value}: {e}");
+        }
+        let e = Config::load(None, env(&[("LAKESTREAM_MAINTENANCE__ENABLED", "sometimes")])).unwrap_err().to_string();
+        assert!(e.contains("LAKESTREAM_MAINTENANCE__ENABLED"), "{e}");
     }
 }

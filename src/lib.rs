@@ -5,6 +5,7 @@
 //! and is written to the bronze, silver and quarantine [`tables`] together
 //! with its [`offsets`] by the [`pipeline`]. [`produce`] is the other end: it
 //! replays the order [`dataset`] into the topic as the orders application would.
+//! [`maintenance`] keeps the tables compact and clean beside ingestion.
 
 pub mod batch;
 pub mod change_event;
@@ -12,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod dataset;
 pub mod failpoint;
+pub mod maintenance;
 pub mod metrics;
 pub mod offsets;
 pub mod order_line;

@@ -60,7 +60,7 @@ enum Command {
         /// Count and report rows that do not parse instead of stopping at the first.
         #[arg(long)]
         skip_bad_rows: bool,
-        /// Replay the file N times with new transaction numbers (to grow the tables for benchmarks).
+        /// Replay the file N times, each with new transaction numbers and later order dates (to grow the tables for benchmarks).
         #[arg(long, default_value_t = 1)]
         replays: u32,
     },
@@ -85,6 +85,19 @@ enum Command {
         /// Lake root (lake.uri).
         #[arg(long)]
         lake: Option<String>,
+    },
+    /// One maintenance round on every table now: compact small files, vacuum,
+    /// expire silver tombstones and checkpoint (safe while `run` is writing).
+    Maintain {
+        /// TOML configuration file (lake.storage.* credentials, maintenance.*).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Lake root (lake.uri).
+        #[arg(long)]
+        lake: Option<String>,
+        /// Skip VACUUM (compaction, tombstones and the checkpoint still run).
+        #[arg(long)]
+        no_vacuum: bool,
     },
     /// Print a table's change data feed (e.g. silver/order_lines) as JSON lines.
     Changes {
@@ -114,7 +127,7 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(
-        "info,deltalake=warn,deltalake_core=warn,datafusion=warn,buoyant_kernel=off,object_store=warn,aws_config=warn,rdkafka=warn",
+        "info,deltalake=warn,deltalake_core=warn,deltalake_core::writer::stats=error,datafusion=warn,buoyant_kernel=off,object_store=warn,aws_config=warn,rdkafka=warn",
     ));
     let json = match std::env::var("LAKESTREAM_LOG_FORMAT").as_deref() {
         Ok("json") => true,
@@ -184,6 +197,29 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             print!("{}", lakestream::check::check(&config).await?);
             println!("check: ok");
+            Ok(())
+        }
+        Command::Maintain { config, lake, no_vacuum } => {
+            let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            if let Some(l) = lake {
+                config.lake.uri = l;
+                config.validate()?;
+            }
+            let round = lakestream::maintenance::Round { vacuum: !no_vacuum, checkpoint: true, compact_any: true };
+            for (_, mut table) in pipeline::open_tables(&config).await? {
+                let r = lakestream::maintenance::maintain(&mut table, &config.maintenance, round).await?;
+                let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                println!(
+                    "{}: {} files ({} small); compacted {}; vacuumed {}; tombstones expired {}; checkpoint at version {}",
+                    r.table,
+                    r.files,
+                    r.small_files,
+                    shown(r.compacted.map(|(removed, added)| format!("{removed} files into {added}"))),
+                    shown(r.vacuumed.map(|n| format!("{n} files"))),
+                    shown(r.tombstones_expired.map(|n| n.to_string())),
+                    shown(r.checkpoint.map(|v| v.to_string())),
+                );
+            }
             Ok(())
         }
         Command::Changes { config, table, starting_version } => {

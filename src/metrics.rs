@@ -30,6 +30,11 @@ pub struct Metrics {
     pub freshness_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub assigned_partitions: Gauge,
     pub open_batch_records: Gauge,
+    pub table_files: Family<Labels, Gauge>,
+    pub maintenance_runs: Family<Labels, Counter>,
+    pub maintenance_files_compacted: Family<Labels, Counter>,
+    pub maintenance_files_vacuumed: Family<Labels, Counter>,
+    pub maintenance_failures: Family<Labels, Counter>,
     /// Kafka timestamp (ms) of the newest record committed to every table.
     pub last_committed_ts_ms: AtomicI64,
     pub lake_ok: AtomicBool,
@@ -56,6 +61,11 @@ impl Metrics {
             freshness_seconds: Gauge::default(),
             assigned_partitions: Gauge::default(),
             open_batch_records: Gauge::default(),
+            table_files: Family::default(),
+            maintenance_runs: Family::default(),
+            maintenance_files_compacted: Family::default(),
+            maintenance_files_vacuumed: Family::default(),
+            maintenance_failures: Family::default(),
             last_committed_ts_ms: AtomicI64::new(0),
             lake_ok: AtomicBool::new(true),
             registry: Registry::default(),
@@ -81,6 +91,11 @@ impl Metrics {
         );
         registry.register("assigned_partitions", "Partitions this writer owns", m.assigned_partitions.clone());
         registry.register("open_batch_records", "Records in the batch being filled", m.open_batch_records.clone());
+        registry.register("table_files", "Data files in each table, as seen by the last maintenance round", m.table_files.clone());
+        registry.register("maintenance_runs", "Maintenance operations done, per table and operation", m.maintenance_runs.clone());
+        registry.register("maintenance_files_compacted", "Small files replaced by compaction, per table", m.maintenance_files_compacted.clone());
+        registry.register("maintenance_files_vacuumed", "Unreferenced files deleted by VACUUM, per table", m.maintenance_files_vacuumed.clone());
+        registry.register("maintenance_failures", "Maintenance rounds that failed (retried next round), per table", m.maintenance_failures.clone());
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -94,6 +109,23 @@ impl Metrics {
 
     pub fn kind(&self, kind: &str) -> Labels {
         labels(&[("kind", kind)])
+    }
+
+    pub fn record_maintenance(&self, r: &crate::maintenance::TableReport) {
+        let t = self.table(r.table);
+        self.table_files.get_or_create(&t).set(r.files as i64);
+        let op = |name: &str| labels(&[("table", r.table), ("operation", name)]);
+        if let Some((removed, _)) = r.compacted {
+            self.maintenance_runs.get_or_create(&op("optimize")).inc();
+            self.maintenance_files_compacted.get_or_create(&t).inc_by(removed);
+        }
+        if let Some(n) = r.vacuumed {
+            self.maintenance_runs.get_or_create(&op("vacuum")).inc();
+            self.maintenance_files_vacuumed.get_or_create(&t).inc_by(n as u64);
+        }
+        if r.tombstones_expired.is_some() {
+            self.maintenance_runs.get_or_create(&op("expire_tombstones")).inc();
+        }
     }
 
     /// Updates the freshness gauge from the last committed Kafka timestamp.

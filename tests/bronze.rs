@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use common::checks::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use std::path::Path;
@@ -15,30 +16,6 @@ fn count_commits(lake_dir: &Path) -> usize {
     std::fs::read_dir(lake_dir.join("bronze/orders/_delta_log"))
         .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
         .unwrap_or(0)
-}
-
-/// Bronze holds each record of the topic exactly once, and its txn versions are the last offsets.
-fn assert_exactly_once(lake: &Lake, topic: &str) {
-    let ends = end_offsets(topic);
-    let n: i64 = ends.iter().map(|(_, e)| e).sum();
-    let bronze = lake.table("bronze/orders");
-    let opts = lake.reader_opts();
-    let rows = duckdb(
-        &bronze,
-        &opts,
-        "SELECT count(*) AS n, count(DISTINCT (\"partition\", \"offset\")) AS distinct_n, \
-         count(*) FILTER (WHERE value IS NULL) AS null_values FROM t",
-    );
-    assert_eq!(rows[0]["n"].as_i64(), Some(n), "bronze rows = records produced ({topic})");
-    assert_eq!(rows[0]["distinct_n"].as_i64(), Some(n), "no (partition, offset) twice");
-    let per_partition = duckdb(&bronze, &opts, "SELECT \"partition\" AS p, max(\"offset\") AS last, count(*) AS c FROM t GROUP BY 1 ORDER BY 1");
-    for (p, end) in &ends {
-        let row = per_partition.iter().find(|r| r["p"].as_i64() == Some(*p as i64)).expect("partition present");
-        assert_eq!(row["last"].as_i64(), Some(end - 1));
-        assert_eq!(row["c"].as_i64(), Some(*end), "offsets 0..{end} of partition {p}");
-        let app = format!("lakestream:bronze.orders:{topic}:{p}");
-        assert_eq!(duckdb_txn(&bronze, &opts, &app), Some(end - 1), "txn version of {app}");
-    }
 }
 
 /// Partial runs stopped at random points, including crashes between writing

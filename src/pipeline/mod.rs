@@ -170,6 +170,13 @@ pub async fn run(
     if let Some(listen) = &config.metrics.listen {
         crate::metrics::serve(listen, metrics.clone()).await?;
     }
+    let maintenance_task = if config.maintenance.enabled {
+        // Table handles of its own: maintenance never waits on the writer, nor the writer on it.
+        let handles = open_tables(&config).await?.into_iter().map(|(_, t)| t).collect();
+        Some(tokio::spawn(crate::maintenance::run_service(handles, config.maintenance.clone(), metrics.clone())))
+    } else {
+        None
+    };
     let mut writer = Writer::new(config.kafka.topic.clone(), tables);
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192);
     let resume = resume_fn(&config, tokio::runtime::Handle::current())?;
@@ -275,6 +282,11 @@ pub async fn run(
     .await;
     lag_task.abort();
     let _ = lag_task.await;
+    if let Some(task) = maintenance_task {
+        // A round cut short leaves at worst files no commit references (VACUUM's job).
+        task.abort();
+        let _ = task.await;
+    }
     drop(rx);
     source.shutdown().await;
     result?;

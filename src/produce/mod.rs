@@ -32,7 +32,8 @@ pub struct ProduceOptions {
     pub seed: u64,
     pub skip_bad_rows: bool,
     /// Replay the file this many times, each with new transaction numbers
-    /// (replay k prefixes the digits with k), to grow the tables for benchmarks.
+    /// (replay k prefixes the digits with k) and later order dates (k times the
+    /// dataset's span), to grow the tables for benchmarks.
     pub replays: u32,
     /// Draw a progress bar (on a terminal) instead of periodic log lines.
     pub progress_bar: bool,
@@ -192,10 +193,16 @@ pub fn produce(k: &KafkaConfig, o: &ProduceOptions) -> anyhow::Result<ProduceRep
     Ok(ProduceReport { events: total, summary, bad_rows: data.bad_rows, topic_created, elapsed: started.elapsed() })
 }
 
-/// The lines `replays` times, replay k with transaction numbers `k` + digits
-/// (`581482` -> `3581482`, `C581482` -> `C3581482`), in file order (newest
-/// first), so that replay 0 is published first.
+/// The lines `replays` times, as the shop's next years of business: replay k
+/// gets transaction numbers `k` + digits (`581482` -> `3581482`, `C581482` ->
+/// `C3581482`) and its order dates moved k times the dataset's span later, so
+/// that, as with live orders, each replay lands in months of its own. In file
+/// order (newest first), so that replay 0 is published first.
 fn replayed(lines: &[crate::order_line::OrderLine], replays: u32) -> Vec<crate::order_line::OrderLine> {
+    let span_days = match (lines.iter().map(|l| l.order_date).min(), lines.iter().map(|l| l.order_date).max()) {
+        (Some(first), Some(last)) => (last - first).num_days() + 1,
+        _ => 0,
+    };
     let mut out = Vec::with_capacity(lines.len() * replays as usize);
     for k in (0..replays).rev() {
         for l in lines {
@@ -206,6 +213,7 @@ fn replayed(lines: &[crate::order_line::OrderLine], replays: u32) -> Vec<crate::
                     None => ("", l.transaction_no.as_str()),
                 };
                 l.transaction_no = format!("{prefix}{k}{digits}");
+                l.order_date += chrono::Duration::days(span_days * i64::from(k));
             }
             out.push(l);
         }
@@ -236,9 +244,14 @@ mod tests {
             customer_no: None,
             country: "UK".into(),
         };
-        let lines = replayed(&[line("581482"), line("C581481")], 3);
+        let mut cancellation = line("C581481");
+        cancellation.order_date = chrono::NaiveDate::from_ymd_opt(2019, 1, 10).unwrap();
+        let lines = replayed(&[line("581482"), cancellation], 3);
         let numbers: Vec<&str> = lines.iter().map(|l| l.transaction_no.as_str()).collect();
         assert_eq!(numbers, ["2581482", "C2581481", "1581482", "C1581481", "581482", "C581481"]);
+        // The dataset spans 10 days: each replay is 10 days later than the one before.
+        let dates: Vec<String> = lines.iter().map(|l| l.order_date.to_string()).collect();
+        assert_eq!(dates, ["2019-01-21", "2019-01-30", "2019-01-11", "2019-01-20", "2019-01-01", "2019-01-10"]);
         let (events, _) = plan(&lines, 0.0, 1);
         assert_eq!(events[0].key(), "C581481", "oldest of replay 0 first");
     }

@@ -203,11 +203,16 @@ pub fn source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> RecordBa
 
 /// Applies `source` (one row per key) to silver in one MERGE commit carrying `txns`.
 /// An empty source commits the offsets alone.
-pub async fn merge(table: &mut LakeTable, source: RecordBatch, txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
+///
+/// The MERGE rewrites the files it matches, so it carries the layout lock of
+/// [`crate::maintenance::compaction`]: it conflicts with a compaction that
+/// overlaps it instead of committing next to it.
+pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
     let rows = source.num_rows();
     if rows == 0 {
         return table.append(None, txns).await;
     }
+    txns.push(crate::maintenance::compaction::layout_txn(NAME));
     let month_known = source.column_by_name("_match_month").is_some_and(|c| c.null_count() == 0);
     let key = "target.transaction_no = source.transaction_no AND target.line_no = source.line_no";
     let predicate = if month_known {

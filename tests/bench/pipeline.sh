@@ -4,7 +4,8 @@
 # Prints produce events/s, writer events/s and MB/s, peak RSS, commits and files.
 #   bash tests/bench/pipeline.sh                 # bronze + silver + quarantine, 5 % mutations
 #   MUTATIONS=0 bash tests/bench/pipeline.sh     # inserts only
-#   REPEAT=3 bash tests/bench/pipeline.sh        # the dataset 3 times (new transaction numbers)
+#   REPEAT=3 bash tests/bench/pipeline.sh        # the dataset 3 times (new transaction numbers, later dates)
+#   KEEP_LOG=/tmp/run.log ...                    # keep the writer's JSON log (one line per commit)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
@@ -54,6 +55,6 @@ grep '"message":"committed"' "$work/run.log" | grep '"table":"silver.order_lines
   | grep -o '"ms":[0-9]*' | grep -o '[0-9]*' > "$work/merge_ms" || true
 if [ -s "$work/merge_ms" ]; then
   n=$(wc -l < "$work/merge_ms")
-  q=$(( (n + 3) / 4 ))
-  echo "silver MERGE ms per batch, by quarter of the run (mean): $(split -n l/4 -d "$work/merge_ms" "$work/q" && for f in "$work"/q0*; do awk '{s+=$1} END {printf "%d ", s/NR}' "$f"; done) (n=$n)"
+  echo "silver MERGE ms per batch, mean by tenth of the run (n=$n): $(split -n l/10 -d "$work/merge_ms" "$work/q" && for f in "$work"/q0*; do awk '{s+=$1} END {printf "%d ", s/NR}' "$f"; done)"
 fi
+if [ -n "${KEEP_LOG:-}" ]; then cp "$work/run.log" "$KEEP_LOG" && echo "run log kept at $KEEP_LOG"; fi

@@ -5,6 +5,8 @@
 //! message saying so: they never pass by skipping.
 #![allow(dead_code)]
 
+pub mod checks;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};

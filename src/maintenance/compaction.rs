@@ -1,0 +1,162 @@
+//! Compaction (OPTIMIZE) that is safe beside ingestion and beside another
+//! compaction.
+//!
+//! Why not delta-rs' `optimize()`: its conflict checker (1.1.3) ignores
+//! removes with `dataChange=false`, which is what a compaction writes. So two
+//! compactions of the same files both commit (every row twice), and a silver
+//! MERGE that read a file a compaction has just replaced commits its rewrite of
+//! that file next to the compacted copy (the rows twice again). Both were
+//! found by `tests/maintenance.rs` (maintenance racing ingestion).
+//!
+//! The fix is a lock in the log, with the conflict check delta-rs does apply:
+//! a compaction commit carries the `txn` app id [`layout_app_id`], and so does
+//! every other commit that reads files to rewrite or delete them (silver's
+//! MERGE, tombstone expiry). delta-rs fails a commit with
+//! `ConcurrentTransaction` when a commit that landed since its snapshot carries
+//! an app id it carries too, so any two of them that overlap in time conflict;
+//! the loser retries on the new snapshot. Appends read nothing and need no
+//! lock.
+//!
+//! The compaction itself: per partition, the files smaller than half the
+//! target size, packed into bins of up to the target size; each bin with two or
+//! more files is read (partition values put back as columns, columns added by a
+//! migration since read as null) and written as one file; one commit removes
+//! the originals and adds the new files, all with `dataChange=false`, so change
+//! data feed readers see no change.
+
+use deltalake::arrow::array::{new_null_array, Array, ArrayRef, StringArray};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::Schema;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Remove, Transaction};
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::logstore::object_store::GetOptions;
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// The app id every file-rewriting commit of `table` carries (see the module docs).
+pub fn layout_app_id(table: &str) -> String {
+    format!("lakestream:{table}:layout")
+}
+
+/// The lock as a `txn` action; the version is only informative (a timestamp).
+pub fn layout_txn(table: &str) -> Transaction {
+    let now = chrono::Utc::now().timestamp_millis();
+    Transaction::new_with_last_update(layout_app_id(table), now, Some(now))
+}
+
+/// What a compaction did: files removed and files added.
+pub type Compacted = (u64, u64);
+
+/// Compacts the small files of `delta` (the table `name`, from its loaded
+/// snapshot) and returns the table at the new version. Nothing to do: no commit.
+pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64) -> DeltaResult<(Compacted, DeltaTable)> {
+    let snapshot = delta.snapshot()?;
+    let partition_columns = snapshot.metadata().partition_columns().to_vec();
+    let schema: Schema = snapshot.schema().as_ref().try_into_arrow()?;
+    // Small files per partition, oldest first.
+    let mut by_partition: BTreeMap<Vec<(String, Option<String>)>, Vec<(Add, Remove)>> = BTreeMap::new();
+    for file in snapshot.log_data().iter() {
+        if (file.size().max(0) as u64) < target_bytes / 2 {
+            // The Add form carries the partition values as text, as the log has them.
+            #[allow(deprecated)]
+            let add = file.add_action();
+            let mut key: Vec<(String, Option<String>)> = add.partition_values.clone().into_iter().collect();
+            key.sort();
+            by_partition.entry(key).or_default().push((add, file.remove_action(false)));
+        }
+    }
+    let mut bins: Vec<Vec<(Add, Remove)>> = Vec::new();
+    for (_, mut files) in by_partition {
+        files.sort_by_key(|(a, _)| a.modification_time);
+        let mut bin = Vec::new();
+        let mut bytes = 0u64;
+        for (add, remove) in files {
+            if !bin.is_empty() && bytes + add.size as u64 > target_bytes {
+                bins.push(std::mem::take(&mut bin));
+                bytes = 0;
+            }
+            bytes += add.size as u64;
+            bin.push((add, remove));
+        }
+        bins.push(bin);
+    }
+    bins.retain(|b| b.len() > 1);
+    if bins.is_empty() {
+        return Ok(((0, 0), delta));
+    }
+    let store = delta.log_store().object_store(None);
+    let mut actions = Vec::new();
+    let (mut removed, mut added) = (0u64, 0u64);
+    let deletion_timestamp = chrono::Utc::now().timestamp_millis();
+    for bin in bins {
+        let mut writer = RecordBatchWriter::for_table(&delta)?;
+        for (add, _) in &bin {
+            for batch in read_file(store.clone(), add, &schema, &partition_columns).await? {
+                writer.write(batch).await?;
+            }
+        }
+        for mut new_file in writer.flush().await? {
+            new_file.data_change = false;
+            actions.push(Action::Add(new_file));
+            added += 1;
+        }
+        for (_, mut remove) in bin {
+            remove.deletion_timestamp = Some(deletion_timestamp);
+            actions.push(Action::Remove(remove));
+            removed += 1;
+        }
+    }
+    let properties = CommitProperties::default().with_application_transaction(layout_txn(name));
+    let operation = DeltaOperation::Optimize { predicate: None, target_size: target_bytes as i64 };
+    let finalized = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(Some(snapshot), delta.log_store(), operation)
+        .await?;
+    let version = finalized.version();
+    let mut updated = delta;
+    updated.update_incremental(Some(version)).await?;
+    Ok(((removed, added), updated))
+}
+
+/// The rows of one data file with the table's full schema: partition values
+/// become columns again, columns the file predates are null.
+async fn read_file(
+    store: Arc<dyn deltalake::ObjectStore>,
+    add: &Add,
+    schema: &Schema,
+    partition_columns: &[String],
+) -> DeltaResult<Vec<RecordBatch>> {
+    let path = deltalake::Path::parse(&add.path).map_err(|e| DeltaTableError::Generic(format!("file path {}: {e}", add.path)))?;
+    // Only small files are compacted: read each one whole.
+    let bytes = store.get_opts(&path, GetOptions::default()).await?.bytes().await?;
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?.collect::<Result<Vec<RecordBatch>, _>>()?;
+    let values: HashMap<&str, Option<&str>> =
+        add.partition_values.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let name = field.name().as_str();
+            let column = if partition_columns.iter().any(|p| p == name) {
+                let text: ArrayRef = Arc::new(StringArray::from(vec![values.get(name).copied().flatten(); rows]));
+                cast(&text, field.data_type())?
+            } else {
+                match batch.column_by_name(name) {
+                    Some(c) if c.data_type() == field.data_type() => c.clone(),
+                    Some(c) => cast(c, field.data_type())?,
+                    None => new_null_array(field.data_type(), rows),
+                }
+            };
+            columns.push(column);
+        }
+        out.push(RecordBatch::try_new(Arc::new(schema.clone()), columns)?);
+    }
+    Ok(out)
+}
