@@ -188,11 +188,16 @@ pub struct LakeConfig {
     /// `azure_storage_use_emulator`, `aws_endpoint_url`, `aws_allow_http`, …).
     /// A key ending in `_file` is read from that file, without the suffix.
     pub storage: BTreeMap<String, Secret>,
+    /// The highest Delta reader version lakestream accepts on a table. 1 keeps
+    /// every table readable by Power BI, Databricks and older readers; a table
+    /// someone upgraded (deletion vectors, column mapping…) is refused instead
+    /// of written.
+    pub max_reader_version: i32,
 }
 
 impl Default for LakeConfig {
     fn default() -> Self {
-        LakeConfig { uri: "./lake".into(), storage: BTreeMap::new() }
+        LakeConfig { uri: "./lake".into(), storage: BTreeMap::new(), max_reader_version: 1 }
     }
 }
 
@@ -333,6 +338,9 @@ impl Config {
             if listen.parse::<std::net::SocketAddr>().is_err() {
                 return Err(invalid("metrics.listen", format!("`{listen}` is not ip:port (e.g. 0.0.0.0:9898)")));
             }
+        }
+        if !(1..=3).contains(&self.lake.max_reader_version) {
+            return Err(invalid("lake.max_reader_version", "must be 1, 2 or 3"));
         }
         let m = &self.maintenance;
         if m.interval_secs == 0 {

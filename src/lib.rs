@@ -5,6 +5,7 @@
 //! and is written to the bronze, silver and quarantine [`tables`] together
 //! with its [`offsets`] by the [`pipeline`]. [`produce`] is the other end: it
 //! replays the order [`dataset`] into the topic as the orders application would.
+//! The tables are declared in `tables/` and changed by [`migration`]s.
 //! [`maintenance`] keeps the tables compact and clean beside ingestion.
 
 pub mod batch;
@@ -15,6 +16,7 @@ pub mod dataset;
 pub mod failpoint;
 pub mod maintenance;
 pub mod metrics;
+pub mod migration;
 pub mod offsets;
 pub mod order_line;
 pub mod pipeline;

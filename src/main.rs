@@ -86,6 +86,22 @@ enum Command {
         #[arg(long)]
         lake: Option<String>,
     },
+    /// Apply the pending migrations (migrations/*.sql) to every table of the lake.
+    Migrate {
+        /// TOML configuration file (lake.storage.* credentials).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Lake root (lake.uri).
+        #[arg(long)]
+        lake: Option<String>,
+        /// Stop after this migration (default: the last).
+        #[arg(long)]
+        to: Option<u32>,
+        /// Read the migrations from this directory instead of those built in
+        /// (to review a change before it ships).
+        #[arg(long)]
+        migrations: Option<PathBuf>,
+    },
     /// One maintenance round on every table now: compact small files, vacuum,
     /// expire silver tombstones and checkpoint (safe while `run` is writing).
     Maintain {
@@ -152,6 +168,8 @@ async fn shutdown_signal() {
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    // The table definitions (tables/*.toml, compiled in) and the code that fills them must agree.
+    lakestream::tables::definition::check_all().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows, replays } => {
             let config = load_config(&common)?;
@@ -197,6 +215,30 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             print!("{}", lakestream::check::check(&config).await?);
             println!("check: ok");
+            Ok(())
+        }
+        Command::Migrate { config, lake, to, migrations } => {
+            let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            if let Some(l) = lake {
+                config.lake.uri = l;
+                config.validate()?;
+            }
+            lakestream::tables::location::register_object_stores();
+            let location = lakestream::tables::location::LakeLocation::parse(&config.lake.uri)
+                .map_err(|m| anyhow::anyhow!("setting `lake.uri`: {m}"))?;
+            let storage = lakestream::tables::location::storage_options(&config.lake.storage);
+            let migrations = match migrations {
+                Some(dir) => lakestream::migration::from_dir(&dir)?,
+                None => lakestream::migration::embedded()?,
+            };
+            let report = lakestream::migration::migrate(&location, &storage, &migrations, to).await?;
+            for (table, from, to) in report.tables {
+                if from == to {
+                    println!("{table}: at migration {to:04}, nothing to do");
+                } else {
+                    println!("{table}: migration {from:04} -> {to:04}");
+                }
+            }
             Ok(())
         }
         Command::Maintain { config, lake, no_vacuum } => {

@@ -59,11 +59,15 @@ pub async fn open_tables(config: &Config) -> anyhow::Result<Vec<(TableRole, Lake
     register_object_stores();
     let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
     let storage = storage_options(&config.lake.storage);
+    crate::migration::ensure_current(&location, &storage)
+        .await
+        .with_context(|| format!("the lake at lake.uri = {} is not ready", location.root))?;
     let mut tables = Vec::new();
     for (role, spec) in table_specs() {
         let table = LakeTable::open_or_create(&location, &storage, spec)
             .await
             .with_context(|| format!("cannot open the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root))?;
+        table.check_protocol(config.lake.max_reader_version)?;
         tables.push((role, table));
     }
     Ok(tables)

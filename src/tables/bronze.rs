@@ -8,65 +8,39 @@
 //! audits), and a day is a sensible unit for retention.
 
 use crate::source::record::KafkaRecord;
+use crate::tables::definition::{self, TableDefinition};
 use crate::tables::TableSpec;
 use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{
     ArrayRef, BinaryBuilder, Date32Builder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 pub const NAME: &str = "bronze.orders";
-pub const PATH: &str = "bronze/orders";
 
 fn map_field_names() -> MapFieldNames {
     MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }
 }
 
-pub fn utc_timestamp() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+
+/// The table, as `tables/bronze_orders.toml` defines it.
+pub fn definition() -> &'static TableDefinition {
+    definition::get(NAME)
 }
 
-static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
-    let headers = DataType::Map(
-        Arc::new(Field::new(
-            "key_value",
-            DataType::Struct(
-                vec![Field::new("key", DataType::Utf8, false), Field::new("value", DataType::Utf8, true)].into(),
-            ),
-            false,
-        )),
-        false,
-    );
-    Arc::new(Schema::new(vec![
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new("key", DataType::Utf8, true),
-        Field::new("value", DataType::Utf8, true),
-        Field::new("headers", headers, true),
-        Field::new("kafka_timestamp", utc_timestamp(), true),
-        Field::new("ingested_at", utc_timestamp(), false),
-        Field::new("ingest_date", DataType::Date32, false),
-        Field::new("key_bytes", DataType::Binary, true),
-        Field::new("value_bytes", DataType::Binary, true),
-    ]))
-});
-
 pub fn spec() -> TableSpec {
-    TableSpec {
-        name: NAME,
-        path: PATH,
-        schema: SCHEMA.clone(),
-        partition_columns: vec!["ingest_date"],
-        properties: vec![("delta.appendOnly", "true")],
-    }
+    definition().spec()
 }
 
 /// Builds bronze rows for `records`, all stamped with `ingested_at`.
 pub fn rows<'a>(records: impl ExactSizeIterator<Item = &'a KafkaRecord>, ingested_at: DateTime<Utc>) -> RecordBatch {
+    try_rows(records, ingested_at).expect("bronze columns match tables/bronze_orders.toml (checked at start)")
+}
+
+/// The same, or why the columns do not fit the definition.
+pub fn try_rows<'a>(records: impl ExactSizeIterator<Item = &'a KafkaRecord>, ingested_at: DateTime<Utc>) -> Result<RecordBatch, String> {
     let n = records.len();
     let mut topic = StringBuilder::with_capacity(n, n * 8);
     let mut partition = Int32Builder::with_capacity(n);
@@ -103,20 +77,20 @@ pub fn rows<'a>(records: impl ExactSizeIterator<Item = &'a KafkaRecord>, ingeste
         ingested.append_value(ingested_us);
         ingest_date.append_value(ingest_day);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(topic.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(key.finish()),
-        Arc::new(value.finish()),
-        Arc::new(headers.finish()),
-        Arc::new(kafka_ts.finish()),
-        Arc::new(ingested.finish()),
-        Arc::new(ingest_date.finish()),
-        Arc::new(key_bytes.finish()),
-        Arc::new(value_bytes.finish()),
+    let columns: Vec<(&'static str, ArrayRef)> = vec![
+        ("topic", Arc::new(topic.finish())),
+        ("partition", Arc::new(partition.finish())),
+        ("offset", Arc::new(offset.finish())),
+        ("key", Arc::new(key.finish())),
+        ("value", Arc::new(value.finish())),
+        ("headers", Arc::new(headers.finish())),
+        ("kafka_timestamp", Arc::new(kafka_ts.finish())),
+        ("ingested_at", Arc::new(ingested.finish())),
+        ("ingest_date", Arc::new(ingest_date.finish())),
+        ("key_bytes", Arc::new(key_bytes.finish())),
+        ("value_bytes", Arc::new(value_bytes.finish())),
     ];
-    RecordBatch::try_new(SCHEMA.clone(), columns).expect("bronze columns match the bronze schema")
+    definition().batch(columns, n)
 }
 
 /// Text column plus a bytes column that is only filled when the text is not UTF-8.

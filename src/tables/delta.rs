@@ -24,6 +24,10 @@ pub struct TableSpec {
     pub properties: Vec<(&'static str, &'static str)>,
 }
 
+fn features<T: std::fmt::Display>(f: Option<&[T]>) -> String {
+    f.map(|f| f.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("table {table} at {url}: {source}")]
@@ -145,6 +149,31 @@ impl LakeTable {
             }
         }
         Ok(())
+    }
+
+    /// The reader contract: the table stays readable by Power BI and
+    /// Databricks (reader version at most `max_reader_version`), and uses no
+    /// feature delta-rs cannot write. Refused with what to do, never written.
+    pub fn check_protocol(&self, max_reader_version: i32) -> Result<(), TableError> {
+        let incompatible = |message: String| TableError::Incompatible { table: self.spec.name, url: self.url(), message };
+        let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
+        let protocol = snapshot.protocol();
+        if protocol.min_reader_version() > max_reader_version {
+            return Err(incompatible(format!(
+                "needs Delta reader version {} (reader features: [{}]); lakestream keeps tables at reader version {max_reader_version} \
+                 so that Power BI and Databricks read them. Undo the upgrade (e.g. ALTER TABLE … SET TBLPROPERTIES \
+                 ('delta.enableDeletionVectors' = 'false') and REORG/rewrite), or accept it with lake.max_reader_version",
+                protocol.min_reader_version(),
+                features(protocol.reader_features()),
+            )));
+        }
+        deltalake::kernel::transaction::PROTOCOL.can_write_to(snapshot).map_err(|e| {
+            incompatible(format!(
+                "uses a feature delta-rs cannot write (writer version {}, writer features: [{}]): {e}",
+                protocol.min_writer_version(),
+                features(protocol.writer_features()),
+            ))
+        })
     }
 
     fn wrap(&self, source: DeltaTableError) -> TableError {

@@ -1,5 +1,6 @@
 //! The lake's Delta tables and how lakestream commits to them.
 //!
+//! - [`definition`]: the table definitions of `tables/*.toml`;
 //! - [`location`]: the lake URI and where each table lives below it;
 //! - [`delta`]: opening or creating a table and committing a batch to it
 //!   together with its Kafka offsets (`txn` actions);
@@ -8,6 +9,7 @@
 
 pub mod bronze;
 pub mod change_feed;
+pub mod definition;
 pub mod delta;
 pub mod location;
 pub mod quarantine;

@@ -7,47 +7,38 @@
 
 use crate::change_event::DecodeError;
 use crate::source::record::KafkaRecord;
-use crate::tables::bronze::utc_timestamp;
+use crate::tables::definition::{self, TableDefinition};
 use crate::tables::TableSpec;
 use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{ArrayRef, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::arrow::record_batch::RecordBatch;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 pub const NAME: &str = "quarantine.orders";
-pub const PATH: &str = "quarantine/orders";
 /// How much of a value the quarantine row keeps.
 pub const MAX_VALUE_CHARS: usize = 64 * 1024;
 
-static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
-        Field::new("offset", DataType::Int64, false),
-        Field::new("key", DataType::Utf8, true),
-        Field::new("value", DataType::Utf8, true),
-        Field::new("error_kind", DataType::Utf8, false),
-        Field::new("error", DataType::Utf8, false),
-        Field::new("kafka_timestamp", utc_timestamp(), true),
-        Field::new("quarantined_at", utc_timestamp(), false),
-    ]))
-});
+/// The table, as `tables/quarantine_orders.toml` defines it.
+pub fn definition() -> &'static TableDefinition {
+    definition::get(NAME)
+}
 
 pub fn spec() -> TableSpec {
-    TableSpec {
-        name: NAME,
-        path: PATH,
-        schema: SCHEMA.clone(),
-        partition_columns: vec![],
-        properties: vec![("delta.appendOnly", "true")],
-    }
+    definition().spec()
 }
 
 pub fn rows<'a>(
     rejected: impl ExactSizeIterator<Item = (&'a KafkaRecord, &'a DecodeError)>,
     at: DateTime<Utc>,
 ) -> RecordBatch {
+    try_rows(rejected, at).expect("quarantine columns match tables/quarantine_orders.toml (checked at start)")
+}
+
+/// The same, or why the columns do not fit the definition.
+pub fn try_rows<'a>(
+    rejected: impl ExactSizeIterator<Item = (&'a KafkaRecord, &'a DecodeError)>,
+    at: DateTime<Utc>,
+) -> Result<RecordBatch, String> {
     let n = rejected.len();
     let mut topic = StringBuilder::new();
     let mut partition = Int32Builder::with_capacity(n);
@@ -72,16 +63,16 @@ pub fn rows<'a>(
         kafka_ts.append_option(r.timestamp_ms.map(|ms| ms * 1000));
         quarantined.append_value(at.timestamp_micros());
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(topic.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(key.finish()),
-        Arc::new(value.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(error.finish()),
-        Arc::new(kafka_ts.finish()),
-        Arc::new(quarantined.finish()),
+    let columns: Vec<(&'static str, ArrayRef)> = vec![
+        ("topic", Arc::new(topic.finish())),
+        ("partition", Arc::new(partition.finish())),
+        ("offset", Arc::new(offset.finish())),
+        ("key", Arc::new(key.finish())),
+        ("value", Arc::new(value.finish())),
+        ("error_kind", Arc::new(kind.finish())),
+        ("error", Arc::new(error.finish())),
+        ("kafka_timestamp", Arc::new(kafka_ts.finish())),
+        ("quarantined_at", Arc::new(quarantined.finish())),
     ];
-    RecordBatch::try_new(SCHEMA.clone(), columns).expect("quarantine columns match the quarantine schema")
+    definition().batch(columns, n)
 }

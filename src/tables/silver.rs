@@ -28,8 +28,8 @@
 
 use crate::change_event::{ChangeEvent, Op};
 use crate::source::record::KafkaRecord;
-use crate::tables::bronze::utc_timestamp;
 use crate::tables::delta::TableError;
+use crate::tables::definition::{self, TableDefinition};
 use crate::tables::{CommitOutcome, LakeTable, TableSpec};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deltalake::arrow::array::{
@@ -44,73 +44,25 @@ use deltalake::kernel::Transaction;
 use std::sync::{Arc, LazyLock};
 
 pub const NAME: &str = "silver.order_lines";
-pub const PATH: &str = "silver/order_lines";
 
-/// The data columns, in table order (the source of a MERGE adds `_match_month`).
-const DATA_COLUMNS: [&str; 18] = [
-    "transaction_no",
-    "line_no",
-    "order_date",
-    "product_no",
-    "product_name",
-    "price",
-    "quantity",
-    "customer_no",
-    "country",
-    "is_cancellation",
-    "line_total",
-    "_op",
-    "_seq",
-    "_source_ts",
-    "_kafka_partition",
-    "_kafka_offset",
-    "_updated_at",
-    "order_month",
-];
-
-/// Every column is nullable in the Delta schema, the key included: delta-rs
-/// 1.1 checks NOT NULL on the MERGE rows that no clause takes (a delete for a
-/// key silver does not hold) before it drops them, and would refuse the batch.
-/// The writer never writes a null key, `_op`, `_seq` or lineage column.
-fn fields() -> Vec<Field> {
-    vec![
-        Field::new("transaction_no", DataType::Utf8, true),
-        Field::new("line_no", DataType::Int32, true),
-        Field::new("order_date", DataType::Date32, true),
-        Field::new("product_no", DataType::Utf8, true),
-        Field::new("product_name", DataType::Utf8, true),
-        Field::new("price", DataType::Decimal128(10, 2), true),
-        Field::new("quantity", DataType::Int32, true),
-        Field::new("customer_no", DataType::Utf8, true),
-        Field::new("country", DataType::Utf8, true),
-        Field::new("is_cancellation", DataType::Boolean, true),
-        Field::new("line_total", DataType::Decimal128(18, 2), true),
-        Field::new("_op", DataType::Utf8, true),
-        Field::new("_seq", DataType::Int64, true),
-        Field::new("_source_ts", utc_timestamp(), true),
-        Field::new("_kafka_partition", DataType::Int32, true),
-        Field::new("_kafka_offset", DataType::Int64, true),
-        Field::new("_updated_at", utc_timestamp(), true),
-        Field::new("order_month", DataType::Date32, true),
-    ]
+/// The table, as `tables/silver_order_lines.toml` defines it.
+pub fn definition() -> &'static TableDefinition {
+    definition::get(NAME)
 }
 
-static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| Arc::new(Schema::new(fields())));
-
-static SOURCE_SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
-    let mut f = fields();
-    f.push(Field::new("_match_month", DataType::Date32, true));
-    Arc::new(Schema::new(f))
-});
-
 pub fn spec() -> TableSpec {
-    TableSpec {
-        name: NAME,
-        path: PATH,
-        schema: SCHEMA.clone(),
-        partition_columns: vec!["order_month"],
-        properties: vec![("delta.enableChangeDataFeed", "true")],
-    }
+    definition().spec()
+}
+
+/// The source of a MERGE: the table's columns plus `_match_month`, the month
+/// the target row lives in (see the module docs).
+fn source_schema() -> Arc<Schema> {
+    static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
+        let mut fields: Vec<Field> = definition().schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("_match_month", DataType::Date32, true));
+        Arc::new(Schema::new(fields))
+    });
+    SCHEMA.clone()
 }
 
 /// First day of the month of `d`, as days since the epoch.
@@ -133,6 +85,11 @@ pub struct SilverChange<'a> {
 /// The MERGE source: one row per key. `_match_month` is the month the target
 /// row lives in; `order_month` the month it will live in.
 pub fn source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> RecordBatch {
+    try_source_rows(changes, now).expect("silver columns match tables/silver_order_lines.toml (checked at start)")
+}
+
+/// The same, or why the columns do not fit the definition.
+pub fn try_source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> Result<RecordBatch, String> {
     let n = changes.len();
     let mut transaction_no = StringBuilder::new();
     let mut line_no = Int32Builder::with_capacity(n);
@@ -153,6 +110,7 @@ pub fn source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> RecordBa
     let mut updated = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut order_month = Date32Builder::with_capacity(n);
     let mut match_month = Date32Builder::with_capacity(n);
+    let mut kafka_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     for c in changes {
         let e = c.event;
         transaction_no.append_value(&e.key.transaction_no);
@@ -176,29 +134,33 @@ pub fn source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> RecordBa
         let new_month = line.map(|l| month_of(l.order_date));
         order_month.append_option(new_month);
         match_month.append_option(c.before_month.map(month_of).or(new_month));
+        kafka_ts.append_option(c.record.timestamp_ms.map(|ms| ms * 1000));
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(transaction_no.finish()),
-        Arc::new(line_no.finish()),
-        Arc::new(order_date.finish()),
-        Arc::new(product_no.finish()),
-        Arc::new(product_name.finish()),
-        Arc::new(price.finish()),
-        Arc::new(quantity.finish()),
-        Arc::new(customer_no.finish()),
-        Arc::new(country.finish()),
-        Arc::new(is_cancellation.finish()),
-        Arc::new(line_total.finish()),
-        Arc::new(op.finish()),
-        Arc::new(seq.finish()),
-        Arc::new(source_ts.finish()),
-        Arc::new(partition.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(updated.finish()),
-        Arc::new(order_month.finish()),
-        Arc::new(match_month.finish()),
+    let columns: Vec<(&'static str, ArrayRef)> = vec![
+        ("transaction_no", Arc::new(transaction_no.finish())),
+        ("line_no", Arc::new(line_no.finish())),
+        ("order_date", Arc::new(order_date.finish())),
+        ("product_no", Arc::new(product_no.finish())),
+        ("product_name", Arc::new(product_name.finish())),
+        ("price", Arc::new(price.finish())),
+        ("quantity", Arc::new(quantity.finish())),
+        ("customer_no", Arc::new(customer_no.finish())),
+        ("country", Arc::new(country.finish())),
+        ("is_cancellation", Arc::new(is_cancellation.finish())),
+        ("line_total", Arc::new(line_total.finish())),
+        ("_op", Arc::new(op.finish())),
+        ("_seq", Arc::new(seq.finish())),
+        ("_source_ts", Arc::new(source_ts.finish())),
+        ("_kafka_partition", Arc::new(partition.finish())),
+        ("_kafka_offset", Arc::new(offset.finish())),
+        ("_updated_at", Arc::new(updated.finish())),
+        ("order_month", Arc::new(order_month.finish())),
+        ("_kafka_timestamp", Arc::new(kafka_ts.finish())),
     ];
-    RecordBatch::try_new(SOURCE_SCHEMA.clone(), columns).expect("silver source columns match")
+    let table_rows = definition().batch(columns, n)?;
+    let mut all: Vec<ArrayRef> = table_rows.columns().to_vec();
+    all.push(Arc::new(match_month.finish()));
+    RecordBatch::try_new(source_schema(), all).map_err(|e| format!("silver MERGE source: {e}"))
 }
 
 /// Applies `source` (one row per key) to silver in one MERGE commit carrying `txns`.
@@ -235,21 +197,23 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
         .when_matched_delete(|d| d.predicate(format!("source._op = 'd' AND {newer}")))
         .and_then(|m| {
             m.when_matched_update(|u| {
-                DATA_COLUMNS
-                    .iter()
-                    .fold(u.predicate(format!("source._op <> 'd' AND {newer}")), |u, c| u.update(*c, format!("source.{c}")))
+                data_columns()
+                    .fold(u.predicate(format!("source._op <> 'd' AND {newer}")), |u, c| u.update(c, format!("source.{c}")))
             })
         })
         .and_then(|m| {
-            m.when_not_matched_insert(|i| {
-                DATA_COLUMNS.iter().fold(i.predicate("source._op <> 'd'"), |i, c| i.set(*c, format!("source.{c}")))
-            })
+            m.when_not_matched_insert(|i| data_columns().fold(i.predicate("source._op <> 'd'"), |i, c| i.set(c, format!("source.{c}"))))
         })
         .map_err(|e| table.wrap_error(e))?
         .await
         .map_err(|e| table.wrap_error(e))?;
     table.set_delta(merged);
     Ok(CommitOutcome { version: table.version().unwrap_or(-1), rows })
+}
+
+/// The table's columns, which a MERGE sets from the source.
+fn data_columns() -> impl Iterator<Item = &'static str> {
+    definition().columns.iter().map(|c| c.name.as_str())
 }
 
 /// Keeps, per key, the newest event by `seq` (on a tie, the later record),

@@ -15,36 +15,29 @@
 
 use crate::change_event::{ChangeEvent, LineKey};
 use crate::source::record::KafkaRecord;
-use crate::tables::bronze::utc_timestamp;
 use crate::tables::delta::TableError;
+use crate::tables::definition::{self, TableDefinition};
 use crate::tables::{LakeTable, TableSpec};
 use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{
     Array, ArrayRef, AsArray, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
+use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type};
 use deltalake::arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 pub const NAME: &str = "silver.order_lines_tombstones";
-pub const PATH: &str = "silver/order_lines_tombstones";
 
-static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("transaction_no", DataType::Utf8, false),
-        Field::new("line_no", DataType::Int32, false),
-        Field::new("_seq", DataType::Int64, false),
-        Field::new("_kafka_partition", DataType::Int32, false),
-        Field::new("_kafka_offset", DataType::Int64, false),
-        Field::new("deleted_at", utc_timestamp(), false),
-    ]))
-});
+/// The table, as `tables/silver_order_lines_tombstones.toml` defines it.
+pub fn definition() -> &'static TableDefinition {
+    definition::get(NAME)
+}
 
 pub fn spec() -> TableSpec {
-    TableSpec { name: NAME, path: PATH, schema: SCHEMA.clone(), partition_columns: vec![], properties: vec![] }
+    definition().spec()
 }
 
 /// Tombstones of the owned partitions: key -> (seq of the delete, Kafka partition).
@@ -115,6 +108,15 @@ impl Tombstones {
 
 /// Rows for the delete events of a batch.
 pub fn rows<'a>(deletes: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>, now: DateTime<Utc>) -> RecordBatch {
+    try_rows(deletes, now).expect("tombstone columns match tables/silver_order_lines_tombstones.toml (checked at start)")
+}
+
+/// The same, or why the columns do not fit the definition.
+pub fn try_rows<'a>(
+    deletes: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>,
+    now: DateTime<Utc>,
+) -> Result<RecordBatch, String> {
+    let mut n = 0;
     let mut tx = StringBuilder::new();
     let mut line = Int32Builder::new();
     let mut seq = Int64Builder::new();
@@ -128,14 +130,15 @@ pub fn rows<'a>(deletes: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)
         part.append_value(r.partition);
         offset.append_value(r.offset);
         at.append_value(now.timestamp_micros());
+        n += 1;
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(tx.finish()),
-        Arc::new(line.finish()),
-        Arc::new(seq.finish()),
-        Arc::new(part.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(at.finish()),
+    let columns: Vec<(&'static str, ArrayRef)> = vec![
+        ("transaction_no", Arc::new(tx.finish())),
+        ("line_no", Arc::new(line.finish())),
+        ("_seq", Arc::new(seq.finish())),
+        ("_kafka_partition", Arc::new(part.finish())),
+        ("_kafka_offset", Arc::new(offset.finish())),
+        ("deleted_at", Arc::new(at.finish())),
     ];
-    RecordBatch::try_new(SCHEMA.clone(), columns).expect("tombstone columns match")
+    definition().batch(columns, n)
 }
