@@ -36,18 +36,21 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
                     offsets.push(v.map_or("-".to_string(), |v| v.to_string()));
                 }
                 let protocol = snapshot.protocol();
+                let migration = snapshot.metadata().configuration().get(crate::migration::VERSION_PROPERTY).cloned();
                 writeln!(
                     report,
-                    "table {}: version {}, reader {} writer {}, last offsets per partition [{}]",
+                    "table {}: version {}, migration {} (this lakestream: {:04}), reader {} writer {}, last offsets per partition [{}]",
                     spec.name,
                     table.version().unwrap_or(0),
+                    migration.as_deref().unwrap_or("none"),
+                    crate::migration::latest(),
                     protocol.min_reader_version(),
                     protocol.min_writer_version(),
                     offsets.join(", ")
                 )?;
             }
             Err(DeltaTableError::NotATable(_)) => {
-                writeln!(report, "table {}: not created yet at {url} (`lakestream run` creates it)", spec.name)?;
+                writeln!(report, "table {}: not created yet at {url} (`lakestream migrate` or the first `lakestream run` creates it)", spec.name)?;
             }
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot read the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root));

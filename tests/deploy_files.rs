@@ -849,3 +849,27 @@ fn compose_lakestream_variables_are_config_keys() {
     let groups: BTreeSet<&str> = writers.iter().map(|(_, g, _)| g.as_str()).collect();
     assert_eq!(groups.len(), writers.len(), "writers share a consumer group: {writers:?}");
 }
+
+/// The migration Job runs an existing command with the Deployment's config,
+/// identity and Kafka secret (the config is validated whole).
+#[test]
+fn migrate_job_runs_lakestream_migrate_like_the_deployment() {
+    let k8s = k8s_documents();
+    let job = find(&k8s, "Job", "lakestream-migrate");
+    let deployment = find(&k8s, "Deployment", "lakestream");
+    let job_pod = &job["spec"]["template"]["spec"];
+    let job_container = &sequence(&job_pod["containers"], "job containers")[0];
+    let args = string_list(&job_container["args"], "job args");
+    assert_eq!(args.first().map(String::as_str), Some("migrate"));
+    assert_cli_accepts(&args, "k8s/migrate-job.yaml");
+    let deployment_args = string_list(&container(deployment)["args"], "deployment args");
+    assert_eq!(flag_value(&args, "--config"), flag_value(&deployment_args, "--config"), "same config file");
+    assert_eq!(job_container["image"], container(deployment)["image"], "same image name (rewritten by kustomization)");
+    let pod = pod_spec(deployment);
+    assert_eq!(job_pod["serviceAccountName"], pod["serviceAccountName"]);
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"],
+        deployment["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"]
+    );
+    assert_eq!(job_pod["volumes"], pod["volumes"].as_sequence().map(|v| Value::Sequence(v.iter().filter(|v| v["emptyDir"].is_null()).cloned().collect())).unwrap());
+}

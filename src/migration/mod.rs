@@ -378,19 +378,41 @@ fn check_matches_definition(state: &TableState) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn read_states(location: &LakeLocation, storage: &HashMap<String, String>) -> anyhow::Result<Vec<TableState>> {
+    let mut states = Vec::new();
+    for d in definition::all()? {
+        states.push(TableState::open(location, storage, d).await?);
+    }
+    Ok(states)
+}
+
 /// `run`'s check: every table at the latest migration. A lake without any
 /// table is new: it is migrated now.
 pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, String>) -> anyhow::Result<()> {
     let migrations = embedded()?;
     let latest = latest();
-    let mut states = Vec::new();
-    for d in definition::all()? {
-        states.push(TableState::open(location, storage, d).await?);
-    }
+    let mut states = read_states(location, storage).await?;
     if states.iter().all(|s| !s.exists) {
         tracing::info!(lake = %location.root, "new lake: creating the tables by applying migrations/");
-        migrate(location, storage, &migrations, None).await?;
-        return Ok(());
+        // Several writers may start on a new lake at once: the one that loses a
+        // race (a creation, a properties commit) reads the lake again and is
+        // done when another has finished the job.
+        let mut attempt = 1;
+        loop {
+            match migrate(location, storage, &migrations, None).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt < 5 => {
+                    tracing::info!(error = %format!("{e:#}"), attempt, "migrating the new lake raced another writer; looking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                    attempt += 1;
+                    states = read_states(location, storage).await?;
+                    if states.iter().all(|s| s.exists && s.version == latest) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
     for s in &states {
         if !s.exists || s.version != latest {

@@ -33,7 +33,17 @@ echo "== produce: $INPUT x $REPEAT, mutations $MUTATIONS, $PARTITIONS partitions
 echo "== run --until-caught-up into $lake"
 start=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/rss_kb" "$BIN" run --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" \
-  --group "$run_id" --lake "$lake" --until-caught-up 2>"$work/run.log" | tee "$work/run.txt"
+  --group "$run_id" --lake "$lake" --until-caught-up 2>"$work/run.log" >"$work/run.txt" &
+timer=$!
+# The writer's resident memory once a second, to show whether it stays flat as the tables grow.
+writer=""
+while kill -0 "$timer" 2>/dev/null; do
+  [ -n "$writer" ] || writer=$(pgrep -P "$timer" -f "lakestream run" || true)
+  [ -n "$writer" ] && awk '/VmRSS/ {print $2}' "/proc/$writer/status" 2>/dev/null >> "$work/rss_samples" || true
+  sleep 1
+done
+wait "$timer"
+cat "$work/run.txt"
 end=$(date +%s.%N)
 
 events=$(grep -o 'wrote [0-9]*' "$work/run.txt" | grep -o '[0-9]*')
@@ -56,5 +66,8 @@ grep '"message":"committed"' "$work/run.log" | grep '"table":"silver.order_lines
 if [ -s "$work/merge_ms" ]; then
   n=$(wc -l < "$work/merge_ms")
   echo "silver MERGE ms per batch, mean by tenth of the run (n=$n): $(split -n l/10 -d "$work/merge_ms" "$work/q" && for f in "$work"/q0*; do awk '{s+=$1} END {printf "%d ", s/NR}' "$f"; done)"
+fi
+if [ -s "$work/rss_samples" ]; then
+  echo "writer RSS MB, max by tenth of the run (1 s samples): $(split -n l/10 -d "$work/rss_samples" "$work/r" && for f in "$work"/r0*; do awk 'BEGIN {m=0} {if ($1>m) m=$1} END {printf "%d ", m/1024}' "$f"; done)"
 fi
 if [ -n "${KEEP_LOG:-}" ]; then cp "$work/run.log" "$KEEP_LOG" && echo "run log kept at $KEEP_LOG"; fi
