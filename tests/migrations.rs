@@ -60,6 +60,14 @@ fn log_actions(table_dir: &Path) -> (Value, Value) {
     (protocol, metadata)
 }
 
+/// A local table through delta-rs, for the test to change it as another tool would.
+async fn load_table(dir: &Path) -> deltalake::DeltaTable {
+    let url = url::Url::from_directory_path(dir).unwrap();
+    let mut table = DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+    table.load().await.unwrap();
+    table
+}
+
 const TABLES: [&str; 4] = ["bronze/orders", "quarantine/orders", "silver/order_lines_tombstones", "silver/order_lines"];
 
 #[test]
@@ -98,11 +106,8 @@ fn an_old_lake_migrates_with_its_data_and_new_batches_fill_the_new_column() {
     migrate_ok(&lake, &["--to", "1"]);
     // Old data, as a 0001 writer left it: two silver rows.
     let silver_dir = lake.dir.as_ref().unwrap().path().join("silver/order_lines");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let url = url::Url::from_directory_path(&silver_dir).unwrap();
-        let mut table = DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
-        table.load().await.unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let table = load_table(&silver_dir).await;
         let schema: deltalake::arrow::datatypes::Schema = table.snapshot().unwrap().schema().as_ref().try_into_arrow().unwrap();
         assert!(schema.field_with_name("_kafka_timestamp").is_err(), "0001 has no _kafka_timestamp");
         let rows = r#"{"transaction_no":"900001","line_no":1,"order_date":"2019-01-05","product_no":"P1","product_name":"Old","price":"1.50","quantity":2,"customer_no":"13","country":"UK","is_cancellation":false,"line_total":"3.00","_op":"c","_seq":1,"_source_ts":"2019-01-05T00:00:00Z","_kafka_partition":0,"_kafka_offset":0,"_updated_at":"2019-01-05T00:00:00Z","order_month":"2019-01-01"}
@@ -178,11 +183,8 @@ fn a_table_with_an_unsupported_feature_is_refused() {
     produce(&topic, &["--limit", "200", "--partitions", "1"]);
     run_ok(lake.run(&topic, &unique("g"), &[]));
     let silver_dir = lake.dir.as_ref().unwrap().path().join("silver/order_lines");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let url = url::Url::from_directory_path(&silver_dir).unwrap();
-        let mut table = DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
-        table.load().await.unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let table = load_table(&silver_dir).await;
         let props = std::collections::HashMap::from([("delta.enableDeletionVectors".to_string(), "true".to_string())]);
         table.set_tbl_properties().with_properties(props).await.unwrap();
     });
