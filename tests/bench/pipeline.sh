@@ -6,6 +6,8 @@
 #   MUTATIONS=0 bash tests/bench/pipeline.sh     # inserts only
 #   REPEAT=3 bash tests/bench/pipeline.sh        # the dataset 3 times (new transaction numbers, later dates)
 #   KEEP_LOG=/tmp/run.log ...                    # keep the writer's JSON log (one line per commit)
+# The local broker (nisshi, in memory) keeps every benchmark topic: a REPEAT=19 run adds
+# ~4.5 GB to it. Restart it between large runs: tests/stack/stack.sh stop kafka; ... start kafka
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
