@@ -269,7 +269,18 @@ async fn apply(state: &mut TableState, location: &LakeLocation, statement: &Stat
                 if !if_not_exists {
                     bail!("the table exists already (CREATE TABLE without IF NOT EXISTS)");
                 }
-                return Ok(()); // checked against the definition at the end
+                // A table lakestream created before it had migrations (no version
+                // recorded) is adopted: it gets the properties the CREATE declares.
+                // Its columns are checked against the definition at the end.
+                if state.version == 0 {
+                    let config = state.table.snapshot()?.metadata().configuration().clone();
+                    let missing: HashMap<String, String> =
+                        properties.iter().filter(|(k, v)| config.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                    if !missing.is_empty() {
+                        state.table = state.table.clone().set_tbl_properties().with_properties(missing).with_raise_if_not_exists(false).await?;
+                    }
+                }
+                return Ok(());
             }
             let url = location.table_url(&state.definition.path);
             if url.scheme() == "file" {
@@ -416,7 +427,11 @@ pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, S
     }
     for s in &states {
         if !s.exists || s.version != latest {
-            let state = if s.exists { format!("is at migration {:04}", s.version) } else { "does not exist".into() };
+            let state = match (s.exists, s.version) {
+                (false, _) => "does not exist".to_string(),
+                (true, 0) => "has no migration version (created before lakestream recorded migrations)".to_string(),
+                (true, v) => format!("is at migration {v:04}"),
+            };
             bail!(
                 "table {} {state}, this lakestream needs migration {latest:04}: run `lakestream migrate --lake {}` \
                  (safe while other writers run: they pick the change up on restart)",
