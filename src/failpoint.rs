@@ -5,6 +5,10 @@
 //! points sit where a crash is most dangerous for exactly-once: after the data
 //! files are uploaded but before the commit that references them, and between
 //! the commits of two tables. Unset, a check is one relaxed atomic load.
+//!
+//! `point=3:fail` instead makes the 3rd pass through an error point
+//! ([`fails`]) fail like the lake would (e.g. `writer.assigned`: reading the
+//! offsets after an assignment while the store is unreachable).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,33 +16,53 @@ use std::sync::{LazyLock, Mutex};
 
 pub const ENV: &str = "LAKESTREAM_FAILPOINTS";
 
-static ARMED: LazyLock<Option<HashMap<String, u64>>> = LazyLock::new(|| {
+/// Armed points: name -> (nth hit, fail instead of abort).
+static ARMED: LazyLock<Option<HashMap<String, (u64, bool)>>> = LazyLock::new(|| {
     let spec = std::env::var(ENV).ok()?;
     let mut points = HashMap::new();
     for item in spec.split(',').filter(|s| !s.trim().is_empty()) {
-        let (name, nth) = item.split_once('=').unwrap_or((item, "1"));
-        points.insert(name.trim().to_string(), nth.trim().parse().unwrap_or(1));
+        let (name, how) = item.split_once('=').unwrap_or((item, "1"));
+        let (nth, fail) = match how.trim().split_once(':') {
+            Some((n, "fail")) => (n, true),
+            _ => (how.trim(), false),
+        };
+        points.insert(name.trim().to_string(), (nth.trim().parse().unwrap_or(1), fail));
     }
     Some(points)
 });
 static HITS: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 static ANY: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Marks a crash point. Aborts when the point is armed and reached for the nth time.
-pub fn hit(point: &str) {
+/// Counts a pass through `point`; true when this is the armed nth pass.
+fn reached(point: &str) -> Option<bool> {
     if ANY.load(Ordering::Relaxed) == 0 {
-        return;
+        return None;
     }
     let Some(points) = ARMED.as_ref() else {
         ANY.store(0, Ordering::Relaxed);
-        return;
+        return None;
     };
-    let Some(&nth) = points.get(point) else { return };
+    let &(nth, fail) = points.get(point)?;
     let mut hits = HITS.lock().unwrap();
     let count = hits.entry(point.to_string()).or_insert(0);
     *count += 1;
-    if *count == nth {
-        eprintln!("failpoint {point} reached (hit {nth}): aborting");
+    (*count == nth).then_some(fail)
+}
+
+/// Marks a crash point. Aborts when the point is armed and reached for the nth time.
+pub fn hit(point: &str) {
+    if reached(point) == Some(false) {
+        eprintln!("failpoint {point} reached: aborting");
         std::process::abort();
     }
+}
+
+/// Marks an error point: true (the caller fails as the lake would) when the
+/// point is armed with `:fail` and reached for the nth time.
+pub fn fails(point: &str) -> bool {
+    let fail = reached(point) == Some(true);
+    if fail {
+        eprintln!("failpoint {point} reached: failing");
+    }
+    fail
 }

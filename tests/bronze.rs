@@ -273,3 +273,18 @@ fn secrets_never_appear_in_logs_or_errors() {
         assert!(!text.contains(key), "{sub} printed the storage key:\n{text}");
     }
 }
+
+/// Regression (found by tests/chaos): when reading the tables' offsets after an
+/// assignment failed (the store restarting during a rebalance), the writer
+/// exited 1. It retries now, and every record is still written exactly once.
+#[test]
+fn a_failed_offset_read_after_assignment_is_retried() {
+    let lake = Lake::local();
+    let topic = unique("assign-retry");
+    produce(&topic, &["--limit", "2000", "--partitions", "3"]);
+    let out = run_ok(lake.run(&topic, &unique("g"), &[("LAKESTREAM_FAILPOINTS", "writer.assigned=1:fail")]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("failpoint writer.assigned reached: failing"), "the failure was not injected:\n{}", tail(&log, 3000));
+    assert!(log.contains("after an assignment; retrying"), "no retry logged:\n{}", tail(&log, 3000));
+    assert_exactly_once(&lake, &topic);
+}

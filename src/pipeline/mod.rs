@@ -229,7 +229,7 @@ pub async fn run(
                     Some(SourceEvent::Assigned(list)) => {
                         had_assignment = true;
                         let parts: Vec<i32> = list.iter().map(|a| a.partition).collect();
-                        writer.assigned(&parts).await.context("reading the tables' offsets after assignment")?;
+                        read_offsets(&mut writer, &parts, &metrics, &stop).await?;
                         for a in list {
                             assigned.insert(a.partition);
                             ends.insert(a.partition, a);
@@ -375,6 +375,29 @@ fn all_through_end(assigned: &BTreeSet<i32>, ends: &HashMap<i32, Assignment>, th
         let nothing_to_read = a.end <= a.start.unwrap_or(0) || a.end <= 0;
         nothing_to_read || through(*p).is_some_and(|o| o + 1 >= a.end)
     })
+}
+
+/// Reads the offsets the tables hold for newly assigned partitions, retrying
+/// with back-off while the lake is unreachable (a store that restarts during a
+/// rebalance must not stop the writer; found by tests/chaos). The records of
+/// these partitions wait in the channel meanwhile.
+async fn read_offsets(writer: &mut Writer, partitions: &[i32], metrics: &Metrics, stop: &Stop) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match writer.assigned(partitions).await {
+            Ok(()) => {
+                metrics.lake_ok.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) if !stop.overdue(SHUTDOWN_GRACE) => {
+                metrics.lake_ok.store(false, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(error = %e, retry_in = ?backoff, ?partitions, "cannot read the tables' offsets after an assignment; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e).context("reading the tables' offsets after assignment"),
+        }
+    }
 }
 
 /// Writes the open batch to every table, retrying transient failures with

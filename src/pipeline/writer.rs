@@ -98,6 +98,9 @@ impl Writer {
 
     /// Reloads every table and reads the versions of newly assigned partitions.
     pub async fn assigned(&mut self, partitions: &[i32]) -> Result<(), TableError> {
+        if crate::failpoint::fails("writer.assigned") {
+            return Err(TableError::Injected("writer.assigned"));
+        }
         for sink in &mut self.sinks {
             sink.table.refresh().await?;
             sink.versions.clear();

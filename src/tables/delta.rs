@@ -39,6 +39,9 @@ pub enum TableError {
     },
     #[error("table {table} at {url}: {message}")]
     Incompatible { table: &'static str, url: String, message: String },
+    /// A failure injected by a test ([`crate::failpoint::fails`]).
+    #[error("failpoint {0}: injected failure")]
+    Injected(&'static str),
 }
 
 impl TableError {
@@ -52,7 +55,7 @@ impl TableError {
                         source: TransactionError::CommitConflict(_) | TransactionError::MaxCommitAttempts(_)
                     }
             ),
-            TableError::Incompatible { .. } => false,
+            TableError::Incompatible { .. } | TableError::Injected(_) => false,
         }
     }
 }
