@@ -256,7 +256,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     r.table,
                     r.files,
                     r.small_files,
-                    shown(r.compacted.map(|(removed, added)| format!("{removed} files into {added}"))),
+                    shown(r.compacted.map(|c| {
+                        let skipped = if c.skipped_partitions > 0 { format!(" ({} partitions left for the next round)", c.skipped_partitions) } else { String::new() };
+                        format!("{} files into {}{skipped}", c.removed, c.added)
+                    })),
                     shown(r.vacuumed.map(|n| format!("{n} files"))),
                     shown(r.tombstones_expired.map(|n| n.to_string())),
                     shown(r.checkpoint.map(|v| v.to_string())),

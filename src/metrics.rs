@@ -115,9 +115,9 @@ impl Metrics {
         let t = self.table(r.table);
         self.table_files.get_or_create(&t).set(r.files as i64);
         let op = |name: &str| labels(&[("table", r.table), ("operation", name)]);
-        if let Some((removed, _)) = r.compacted {
+        if let Some(c) = r.compacted {
             self.maintenance_runs.get_or_create(&op("optimize")).inc();
-            self.maintenance_files_compacted.get_or_create(&t).inc_by(removed);
+            self.maintenance_files_compacted.get_or_create(&t).inc_by(c.removed);
         }
         if let Some(n) = r.vacuumed {
             self.maintenance_runs.get_or_create(&op("vacuum")).inc();

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs and starts the local stack (Kafka-protocol
 # broker, Azurite, SeaweedFS, DuckDB reader), runs every test against it, and stops
-# the services it started. Extra arguments go to `cargo test` (e.g. a test name).
+# the services it started, then runs the short form of the reliability harness
+# (tests/chaos/run.sh: SIGKILLs, storage faults, broker and store restarts, hostile
+# input; a few minutes). Extra arguments go to `cargo test` (e.g. a test name) and
+# skip the harness; LAKESTREAM_CHAOS=skip skips it too, LAKESTREAM_CHAOS=long runs
+# the long form instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
@@ -20,3 +24,7 @@ fi
 eval "$(tests/stack/stack.sh env)"
 
 cargo test --release --locked "$@"
+
+if [ "$#" -eq 0 ] && [ "${LAKESTREAM_CHAOS:-short}" != skip ]; then
+  LAKESTREAM_BIN="$CARGO_TARGET_DIR/release/lakestream" tests/chaos/run.sh
+fi

@@ -39,89 +39,132 @@ use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// The app id every file-rewriting commit of `table` carries (see the module docs).
-pub fn layout_app_id(table: &str) -> String {
+/// The table-wide lock of `table` (see the module docs).
+fn table_lock(table: &str) -> String {
     format!("lakestream:{table}:layout")
 }
 
-/// The lock as a `txn` action; the version is only informative (a timestamp).
-pub fn layout_txn(table: &str) -> Transaction {
-    let now = chrono::Utc::now().timestamp_millis();
-    Transaction::new_with_last_update(layout_app_id(table), now, Some(now))
+/// The lock of one partition of `table`, e.g. `order_month=2019-12-01`.
+fn partition_lock(table: &str, partition: &str) -> String {
+    format!("lakestream:{table}:layout:{partition}")
 }
 
-/// What a compaction did: files removed and files added.
-pub type Compacted = (u64, u64);
+fn txn(app_id: String) -> Transaction {
+    let now = chrono::Utc::now().timestamp_millis();
+    // The version is only informative (a timestamp): the app id is the lock.
+    Transaction::new_with_last_update(app_id, now, Some(now))
+}
+
+/// The locks of a commit that rewrites or deletes files of `table`: the
+/// partitions it touches (`partition=value` paths), or the whole table when
+/// they are not known. A compaction of a partition takes both its partition
+/// lock and the table lock, so it conflicts with a commit holding either.
+pub fn layout_txns(table: &str, partitions: Option<&[String]>) -> Vec<Transaction> {
+    match partitions {
+        Some(list) => list.iter().map(|p| txn(partition_lock(table, p))).collect(),
+        None => vec![txn(table_lock(table))],
+    }
+}
+
+/// What a compaction did: files removed, files added, partitions skipped
+/// because a concurrent commit won (they are compacted next round).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub removed: u64,
+    pub added: u64,
+    pub skipped_partitions: u64,
+}
+
+/// The partition path of a file, as its partition values say (`a=1/b=x`; empty when unpartitioned).
+fn partition_path(add: &Add) -> String {
+    let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
+    values.sort();
+    values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"))).collect::<Vec<_>>().join("/")
+}
 
 /// Compacts the small files of `delta` (the table `name`, from its loaded
-/// snapshot) and returns the table at the new version. Nothing to do: no commit.
+/// snapshot), one commit per partition, and returns the table at its new
+/// version. A partition whose commit loses a race is left for the next round.
 pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64) -> DeltaResult<(Compacted, DeltaTable)> {
+    let mut delta = delta;
     let snapshot = delta.snapshot()?;
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let schema: Schema = snapshot.schema().as_ref().try_into_arrow()?;
     // Small files per partition, oldest first.
-    let mut by_partition: BTreeMap<Vec<(String, Option<String>)>, Vec<(Add, Remove)>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<String, Vec<(Add, Remove)>> = BTreeMap::new();
     for file in snapshot.log_data().iter() {
         if (file.size().max(0) as u64) < target_bytes / 2 {
             // The Add form carries the partition values as text, as the log has them.
             #[allow(deprecated)]
             let add = file.add_action();
-            let mut key: Vec<(String, Option<String>)> = add.partition_values.clone().into_iter().collect();
-            key.sort();
-            by_partition.entry(key).or_default().push((add, file.remove_action(false)));
+            by_partition.entry(partition_path(&add)).or_default().push((add, file.remove_action(false)));
         }
     }
-    let mut bins: Vec<Vec<(Add, Remove)>> = Vec::new();
-    for (_, mut files) in by_partition {
+    let store = delta.log_store().object_store(None);
+    let mut done = Compacted::default();
+    for (partition, mut files) in by_partition {
         files.sort_by_key(|(a, _)| a.modification_time);
-        let mut bin = Vec::new();
+        let mut bins: Vec<Vec<(Add, Remove)>> = vec![Vec::new()];
         let mut bytes = 0u64;
         for (add, remove) in files {
-            if !bin.is_empty() && bytes + add.size as u64 > target_bytes {
-                bins.push(std::mem::take(&mut bin));
+            if !bins.last().unwrap().is_empty() && bytes + add.size as u64 > target_bytes {
+                bins.push(Vec::new());
                 bytes = 0;
             }
             bytes += add.size as u64;
-            bin.push((add, remove));
+            bins.last_mut().unwrap().push((add, remove));
         }
-        bins.push(bin);
-    }
-    bins.retain(|b| b.len() > 1);
-    if bins.is_empty() {
-        return Ok(((0, 0), delta));
-    }
-    let store = delta.log_store().object_store(None);
-    let mut actions = Vec::new();
-    let (mut removed, mut added) = (0u64, 0u64);
-    let deletion_timestamp = chrono::Utc::now().timestamp_millis();
-    for bin in bins {
-        let mut writer = RecordBatchWriter::for_table(&delta)?;
-        for (add, _) in &bin {
-            for batch in read_file(store.clone(), add, &schema, &partition_columns).await? {
-                writer.write(batch).await?;
+        bins.retain(|b| b.len() > 1);
+        if bins.is_empty() {
+            continue;
+        }
+        let mut actions = Vec::new();
+        let (mut removed, mut added) = (0u64, 0u64);
+        let deletion_timestamp = chrono::Utc::now().timestamp_millis();
+        for bin in bins {
+            let mut writer = RecordBatchWriter::for_table(&delta)?;
+            for (add, _) in &bin {
+                for batch in read_file(store.clone(), add, &schema, &partition_columns).await? {
+                    writer.write(batch).await?;
+                }
+            }
+            for mut new_file in writer.flush().await? {
+                new_file.data_change = false;
+                actions.push(Action::Add(new_file));
+                added += 1;
+            }
+            for (_, mut remove) in bin {
+                remove.deletion_timestamp = Some(deletion_timestamp);
+                actions.push(Action::Remove(remove));
+                removed += 1;
             }
         }
-        for mut new_file in writer.flush().await? {
-            new_file.data_change = false;
-            actions.push(Action::Add(new_file));
-            added += 1;
+        let mut locks = layout_txns(name, None);
+        if !partition.is_empty() {
+            locks.extend(layout_txns(name, Some(std::slice::from_ref(&partition))));
         }
-        for (_, mut remove) in bin {
-            remove.deletion_timestamp = Some(deletion_timestamp);
-            actions.push(Action::Remove(remove));
-            removed += 1;
+        let properties = CommitProperties::default().with_application_transactions(locks);
+        let operation = DeltaOperation::Optimize { predicate: None, target_size: target_bytes as i64 };
+        let committed = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(delta.snapshot()?), delta.log_store(), operation)
+            .await;
+        match committed {
+            Ok(finalized) => {
+                let version = finalized.version();
+                delta.update_incremental(Some(version)).await?;
+                done.removed += removed;
+                done.added += added;
+            }
+            Err(e) if crate::tables::delta::is_conflict(&e) => {
+                // Its new files are unreferenced now: VACUUM removes them.
+                tracing::info!(table = name, partition, error = %e, "compaction of a partition lost a race with a commit; next round");
+                done.skipped_partitions += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
-    let properties = CommitProperties::default().with_application_transaction(layout_txn(name));
-    let operation = DeltaOperation::Optimize { predicate: None, target_size: target_bytes as i64 };
-    let finalized = CommitBuilder::from(properties)
-        .with_actions(actions)
-        .build(Some(snapshot), delta.log_store(), operation)
-        .await?;
-    let version = finalized.version();
-    let mut updated = delta;
-    updated.update_incremental(Some(version)).await?;
-    Ok(((removed, added), updated))
+    Ok((done, delta))
 }
 
 /// The rows of one data file with the table's full schema: partition values

@@ -45,8 +45,8 @@ pub struct TableReport {
     /// Files before the round, and how many of them were small.
     pub files: usize,
     pub small_files: usize,
-    /// OPTIMIZE: files removed and added (None: not run).
-    pub compacted: Option<(u64, u64)>,
+    /// Compaction: files removed and added, partitions left for the next round (None: not run).
+    pub compacted: Option<compaction::Compacted>,
     /// VACUUM: files deleted (None: not run).
     pub vacuumed: Option<usize>,
     /// Tombstones expired (silver's tombstone table only).
@@ -144,7 +144,7 @@ async fn expire_tombstones(
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> DeltaResult<(usize, DeltaTable)> {
     let predicate = format!("deleted_at < '{}'", cutoff.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
-    let properties = CommitProperties::default().with_application_transaction(compaction::layout_txn(name));
+    let properties = CommitProperties::default().with_application_transactions(compaction::layout_txns(name, None));
     let (updated, metrics) = table.delete().with_predicate(predicate).with_commit_properties(properties).await?;
     Ok((metrics.num_deleted_rows.unwrap_or(0), updated))
 }

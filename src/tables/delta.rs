@@ -24,6 +24,15 @@ pub struct TableSpec {
     pub properties: Vec<(&'static str, &'static str)>,
 }
 
+/// A commit lost a race with another commit of the same table.
+pub fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction { source: TransactionError::CommitConflict(_) | TransactionError::MaxCommitAttempts(_) }
+    )
+}
+
 fn features<T: std::fmt::Display>(f: Option<&[T]>) -> String {
     f.map(|f| f.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
 }
@@ -48,13 +57,7 @@ impl TableError {
     /// A commit lost a race with another writer of the same table: reload and retry.
     pub fn is_conflict(&self) -> bool {
         match self {
-            TableError::Delta { source, .. } => matches!(
-                source,
-                DeltaTableError::VersionAlreadyExists(_)
-                    | DeltaTableError::Transaction {
-                        source: TransactionError::CommitConflict(_) | TransactionError::MaxCommitAttempts(_)
-                    }
-            ),
+            TableError::Delta { source, .. } => is_conflict(source),
             TableError::Incompatible { .. } | TableError::Injected(_) => false,
         }
     }

@@ -33,7 +33,7 @@ use crate::tables::definition::{self, TableDefinition};
 use crate::tables::{CommitOutcome, LakeTable, TableSpec};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deltalake::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
+    Array, ArrayRef, Date32Array, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
@@ -174,7 +174,7 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
     if rows == 0 {
         return table.append(None, txns).await;
     }
-    txns.push(crate::maintenance::compaction::layout_txn(NAME));
+    txns.extend(crate::maintenance::compaction::layout_txns(NAME, touched_partitions(&source).as_deref()));
     let month_known = source.column_by_name("_match_month").is_some_and(|c| c.null_count() == 0);
     let key = "target.transaction_no = source.transaction_no AND target.line_no = source.line_no";
     let predicate = if month_known {
@@ -209,6 +209,27 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
         .map_err(|e| table.wrap_error(e))?;
     table.set_delta(merged);
     Ok(CommitOutcome { version: table.version().unwrap_or(-1), rows })
+}
+
+/// The partitions (`order_month=YYYY-MM-DD`) a MERGE of `source` may rewrite:
+/// the months rows live in and move to. None when a row's month is unknown (a
+/// key-only delete): the MERGE may touch any partition.
+fn touched_partitions(source: &RecordBatch) -> Option<Vec<String>> {
+    let mut months = std::collections::BTreeSet::new();
+    for column in ["_match_month", "order_month"] {
+        let array = source.column_by_name(column)?.as_any().downcast_ref::<Date32Array>()?;
+        for i in 0..array.len() {
+            if array.is_null(i) {
+                if column == "_match_month" {
+                    return None;
+                }
+                continue; // a delete: no new month
+            }
+            months.insert(array.value(i));
+        }
+    }
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+    Some(months.into_iter().map(|d| format!("order_month={}", epoch + chrono::Duration::days(i64::from(d)))).collect())
 }
 
 /// The table's columns, which a MERGE sets from the source.
