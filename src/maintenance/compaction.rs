@@ -22,7 +22,11 @@
 //! more files is read (partition values put back as columns, columns added by a
 //! migration since read as null) and written as one file; one commit removes
 //! the originals and adds the new files, all with `dataChange=false`, so change
-//! data feed readers see no change.
+//! data feed readers see no change. One commit per partition, recorded as a
+//! rewrite of that partition (so its conflict check covers that partition
+//! only), under the partition's lock and the table lock; a silver MERGE takes
+//! the locks of the months it touches. So compacting cold months never races
+//! ingestion, and a partition that loses is left for the next round.
 
 use deltalake::arrow::array::{new_null_array, Array, ArrayRef, StringArray};
 use deltalake::arrow::compute::cast;
@@ -33,7 +37,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::logstore::object_store::GetOptions;
-use deltalake::protocol::DeltaOperation;
+use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +84,16 @@ fn partition_path(add: &Add) -> String {
     let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
     values.sort();
     values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"))).collect::<Vec<_>>().join("/")
+}
+
+/// `a=1/b=x` as a SQL predicate: `a = '1' AND b = 'x'`.
+fn partition_predicate(partition: &str) -> String {
+    partition
+        .split('/')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{k} = '{}'", v.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// Compacts the small files of `delta` (the table `name`, from its loaded
@@ -144,7 +158,19 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64) -
             locks.extend(layout_txns(name, Some(std::slice::from_ref(&partition))));
         }
         let properties = CommitProperties::default().with_application_transactions(locks);
-        let operation = DeltaOperation::Optimize { predicate: None, target_size: target_bytes as i64 };
+        let operation = if partition.is_empty() {
+            DeltaOperation::Optimize { predicate: None, target_size: target_bytes as i64 }
+        } else {
+            // Recorded as a rewrite of one partition (replaceWhere) with dataChange=false:
+            // delta-rs checks a commit against the files its predicate reads, and
+            // an OPTIMIZE carries none, so it would "read" the whole table and lose
+            // to any MERGE anywhere.
+            DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: Some(partition_columns.clone()),
+                predicate: Some(partition_predicate(&partition)),
+            }
+        };
         let committed = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(Some(delta.snapshot()?), delta.log_store(), operation)
