@@ -67,9 +67,12 @@ grep '"message":"committed"' "$work/run.log" | grep '"table":"silver.order_lines
   | grep -o '"ms":[0-9]*' | grep -o '[0-9]*' > "$work/merge_ms" || true
 if [ -s "$work/merge_ms" ]; then
   n=$(wc -l < "$work/merge_ms")
-  echo "silver MERGE ms per batch, mean by tenth of the run (n=$n): $(split -n l/10 -d "$work/merge_ms" "$work/q" && for f in "$work"/q0*; do awk '{s+=$1} END {printf "%d ", s/NR}' "$f"; done)"
+  parts=$(( n < 10 ? n : 10 ))
+  echo "silver MERGE ms per batch, mean by $parts parts of the run (n=$n): $(split -n l/$parts -d "$work/merge_ms" "$work/part_q" && for f in "$work"/part_q*; do awk '{s+=$1} END {if (NR) printf "%d ", s/NR}' "$f"; done)"
 fi
 if [ -s "$work/rss_samples" ]; then
-  echo "writer RSS MB, max by tenth of the run (1 s samples): $(split -n l/10 -d "$work/rss_samples" "$work/r" && for f in "$work"/r0*; do awk 'BEGIN {m=0} {if ($1>m) m=$1} END {printf "%d ", m/1024}' "$f"; done)"
+  samples=$(wc -l < "$work/rss_samples")
+  parts=$(( samples < 10 ? samples : 10 ))
+  echo "writer RSS MB, max by $parts parts of the run (1 s samples): $(split -n l/$parts -d "$work/rss_samples" "$work/part_r" && for f in "$work"/part_r*; do awk 'BEGIN {m=0} {if ($1>m) m=$1} END {if (NR) printf "%d ", m/1024}' "$f"; done)"
 fi
 if [ -n "${KEEP_LOG:-}" ]; then cp "$work/run.log" "$KEEP_LOG" && echo "run log kept at $KEEP_LOG"; fi
