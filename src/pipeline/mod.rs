@@ -175,8 +175,9 @@ pub async fn run(
         crate::metrics::serve(listen, metrics.clone()).await?;
     }
     let maintenance_task = if config.maintenance.enabled {
-        // Table handles of its own: maintenance never waits on the writer, nor the writer on it.
-        let handles = open_tables(&config).await?.into_iter().map(|(_, t)| t).collect();
+        // Table handles of its own (copies of the writer's, which maintenance
+        // refreshes itself): maintenance never waits on the writer, nor the writer on it.
+        let handles = tables.iter().map(|(_, t)| t.clone()).collect();
         Some(tokio::spawn(crate::maintenance::run_service(handles, config.maintenance.clone(), metrics.clone())))
     } else {
         None

@@ -70,6 +70,7 @@ pub struct CommitOutcome {
     pub rows: usize,
 }
 
+#[derive(Clone)]
 pub struct LakeTable {
     pub spec: TableSpec,
     table: DeltaTable,
