@@ -104,6 +104,7 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64) -
     let snapshot = delta.snapshot()?;
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let schema: Schema = snapshot.schema().as_ref().try_into_arrow()?;
+    let append_only = snapshot.metadata().configuration().get("delta.appendOnly").is_some_and(|v| v == "true");
     // Small files per partition, oldest first.
     let mut by_partition: BTreeMap<String, Vec<(Add, Remove)>> = BTreeMap::new();
     for file in snapshot.log_data().iter() {
@@ -158,7 +159,10 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64) -
             locks.extend(layout_txns(name, Some(std::slice::from_ref(&partition))));
         }
         let properties = CommitProperties::default().with_application_transactions(locks);
-        let operation = if partition.is_empty() {
+        let operation = if partition.is_empty() || append_only {
+            // Nothing but compaction ever removes files here (appends only, or
+            // an unpartitioned table whose deletes take the table lock): an
+            // OPTIMIZE, which appends do not conflict with.
             DeltaOperation::Optimize { predicate: None, target_size: target_bytes as i64 }
         } else {
             // Recorded as a rewrite of one partition (replaceWhere) with dataChange=false:

@@ -425,6 +425,22 @@ pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, S
             }
         }
     }
+    // Another lakestream may be creating or migrating the lake right now: while
+    // the tables keep changing, look again (for up to a minute); a lake that
+    // stays behind is refused.
+    let started = std::time::Instant::now();
+    loop {
+        if states.iter().all(|s| s.exists && s.version == latest) {
+            return Ok(());
+        }
+        let seen: Vec<Option<i64>> = states.iter().map(|s| s.exists.then(|| s.table.version().map(|v| v as i64)).flatten()).collect();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        states = read_states(location, storage).await?;
+        let now: Vec<Option<i64>> = states.iter().map(|s| s.exists.then(|| s.table.version().map(|v| v as i64)).flatten()).collect();
+        if now == seen || started.elapsed() > std::time::Duration::from_secs(60) {
+            break;
+        }
+    }
     for s in &states {
         if !s.exists || s.version != latest {
             let state = match (s.exists, s.version) {
