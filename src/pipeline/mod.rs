@@ -54,7 +54,7 @@ pub fn table_specs() -> Vec<(TableRole, TableSpec)> {
     ]
 }
 
-/// Opens (or creates) every table. Errors name `lake.uri`.
+/// Migrates a new lake, checks every table is at the current migration, and opens them. Errors name `lake.uri`.
 pub async fn open_tables(config: &Config) -> anyhow::Result<Vec<(TableRole, LakeTable)>> {
     register_object_stores();
     let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
@@ -64,7 +64,7 @@ pub async fn open_tables(config: &Config) -> anyhow::Result<Vec<(TableRole, Lake
         .with_context(|| format!("the lake at lake.uri = {} is not ready", location.root))?;
     let mut tables = Vec::new();
     for (role, spec) in table_specs() {
-        let table = LakeTable::open_or_create(&location, &storage, spec)
+        let table = LakeTable::open(&location, &storage, spec)
             .await
             .with_context(|| format!("cannot open the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root))?;
         table.check_protocol(config.lake.max_reader_version)?;
@@ -128,7 +128,7 @@ fn resume_fn(config: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result
             let mut per_table = Vec::new();
             for (_, spec) in table_specs() {
                 let name = spec.name;
-                let table = LakeTable::open_or_create(&location, &storage, spec).await.map_err(|e| e.to_string())?;
+                let table = LakeTable::open(&location, &storage, spec).await.map_err(|e| e.to_string())?;
                 let mut versions = HashMap::new();
                 for &p in partitions {
                     let v = table.txn_version(&app_id(name, &topic, p)).await.map_err(|e| e.to_string())?;

@@ -1,4 +1,4 @@
-//! One Delta table of the lake: open or create it, read the Kafka offsets it
+//! One Delta table of the lake: open it (migrations create it), read the Kafka offsets it
 //! holds, and commit a batch of rows together with their offsets.
 
 use crate::tables::location::LakeLocation;
@@ -77,13 +77,9 @@ pub struct LakeTable {
 }
 
 impl LakeTable {
-    /// Opens the table, creating it with its spec when the location holds none.
-    /// Two writers creating it at once is fine: the loser loads the winner's table.
-    pub async fn open_or_create(
-        location: &LakeLocation,
-        storage: &HashMap<String, String>,
-        spec: TableSpec,
-    ) -> Result<LakeTable, TableError> {
+    /// Opens the table. Tables are created only by migrations
+    /// ([`crate::migration`]), so a missing table is an error naming the fix.
+    pub async fn open(location: &LakeLocation, storage: &HashMap<String, String>, spec: TableSpec) -> Result<LakeTable, TableError> {
         let url = location.table_url(spec.path);
         let wrap = |source| TableError::Delta { table: spec.name, url: url.to_string(), source };
         let mut table = DeltaTableBuilder::from_url(url.clone())
@@ -91,35 +87,16 @@ impl LakeTable {
             .with_storage_options(storage.clone())
             .build()
             .map_err(wrap)?;
-        if url.scheme() == "file" {
-            if let Ok(path) = url.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|e| wrap(DeltaTableError::Generic(format!("cannot create {}: {e}", path.display()))))?;
-            }
-        }
-        // An empty location (no commit in _delta_log) is created; any other
-        // failure to read the log (credentials, network) is an error.
+        // A location without a log is a missing table; any other failure to
+        // read the log (credentials, network) is an error of its own.
         if !table.verify_deltatable_existence().await.map_err(wrap)? {
-            let kernel_schema: StructType = spec
-                .schema
-                .as_ref()
-                .try_into_kernel()
-                .map_err(|e| wrap(DeltaTableError::Generic(format!("schema does not convert to Delta: {e}"))))?;
-            let created = table
-                .create()
-                .with_table_name(spec.name)
-                .with_columns(kernel_schema.fields().cloned())
-                .with_partition_columns(spec.partition_columns.iter().map(|c| c.to_string()))
-                .with_configuration(spec.properties.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))))
-                .with_save_mode(SaveMode::ErrorIfExists)
-                .await;
-            match created {
-                Ok(t) => table = t,
-                // Lost a creation race: use the table the other writer made.
-                Err(e) => table.load().await.map_err(|_| wrap(e))?,
-            }
-        } else {
-            table.load().await.map_err(wrap)?;
+            return Err(TableError::Incompatible {
+                table: spec.name,
+                url: url.to_string(),
+                message: format!("the table does not exist: run `lakestream migrate --lake {}`", location.root),
+            });
         }
+        table.load().await.map_err(wrap)?;
         let lake_table = LakeTable { spec, table };
         lake_table.check_schema()?;
         Ok(lake_table)
