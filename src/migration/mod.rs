@@ -398,8 +398,10 @@ async fn read_states(location: &LakeLocation, storage: &HashMap<String, String>)
 }
 
 /// `run`'s check: every table at the latest migration. A lake without any
-/// table is new: it is migrated now.
-pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, String>) -> anyhow::Result<()> {
+/// table is new: it is migrated now. Returns the tables it loaded for the
+/// check, by name, so that the writer does not load them again (empty when
+/// it migrated: they changed since).
+pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, String>) -> anyhow::Result<HashMap<String, DeltaTable>> {
     let migrations = embedded()?;
     let latest = latest();
     let mut states = read_states(location, storage).await?;
@@ -411,14 +413,14 @@ pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, S
         let mut attempt = 1;
         loop {
             match migrate(location, storage, &migrations, None).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(HashMap::new()),
                 Err(e) if attempt < 5 => {
                     tracing::info!(error = %format!("{e:#}"), attempt, "migrating the new lake raced another writer; looking again");
                     tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
                     attempt += 1;
                     states = read_states(location, storage).await?;
                     if states.iter().all(|s| s.exists && s.version == latest) {
-                        return Ok(());
+                        return Ok(HashMap::new());
                     }
                 }
                 Err(e) => return Err(e),
@@ -431,7 +433,7 @@ pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, S
     let started = std::time::Instant::now();
     loop {
         if states.iter().all(|s| s.exists && s.version == latest) {
-            return Ok(());
+            return Ok(states.into_iter().map(|s| (s.definition.name.clone(), s.table)).collect());
         }
         let seen: Vec<Option<i64>> = states.iter().map(|s| s.exists.then(|| s.table.version().map(|v| v as i64)).flatten()).collect();
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -456,7 +458,7 @@ pub async fn ensure_current(location: &LakeLocation, storage: &HashMap<String, S
             );
         }
     }
-    Ok(())
+    Ok(states.into_iter().map(|s| (s.definition.name.clone(), s.table)).collect())
 }
 
 #[cfg(test)]

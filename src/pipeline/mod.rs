@@ -11,7 +11,7 @@ pub mod writer;
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::offsets::{app_id, resume_offset};
+use crate::offsets::resume_offset;
 use crate::source::client::client_config;
 use crate::source::consumer::{Assignment, KafkaSource, ResumeFn, SourceEvent};
 use crate::tables::location::{register_object_stores, storage_options, LakeLocation};
@@ -59,14 +59,16 @@ pub async fn open_tables(config: &Config) -> anyhow::Result<Vec<(TableRole, Lake
     register_object_stores();
     let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
     let storage = storage_options(&config.lake.storage);
-    crate::migration::ensure_current(&location, &storage)
+    let mut loaded = crate::migration::ensure_current(&location, &storage)
         .await
         .with_context(|| format!("the lake at lake.uri = {} is not ready", location.root))?;
     let mut tables = Vec::new();
     for (role, spec) in table_specs() {
-        let table = LakeTable::open(&location, &storage, spec)
-            .await
-            .with_context(|| format!("cannot open the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root))?;
+        let table = match loaded.remove(spec.name) {
+            Some(delta) => LakeTable::from_loaded(spec, delta).map_err(anyhow::Error::from),
+            None => LakeTable::open(&location, &storage, spec).await.map_err(anyhow::Error::from),
+        }
+        .with_context(|| format!("cannot open the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root))?;
         table.check_protocol(config.lake.max_reader_version)?;
         tables.push((role, table));
     }
@@ -117,23 +119,19 @@ fn end_offsets(config: &Config, timeout: Duration) -> anyhow::Result<HashMap<i32
 }
 
 /// The resume callback: for each partition, the offset after the lowest
-/// version any table holds. It opens its own table handles, so it never
-/// waits on the writer.
-fn resume_fn(config: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result<Arc<ResumeFn>> {
-    let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
-    let storage = storage_options(&config.lake.storage);
+/// version any table holds. It keeps table handles of its own (copies of the
+/// writer's at start, brought up to date at each assignment), so it never
+/// waits on the writer and a rebalance does not reload whole logs.
+fn resume_fn(config: &Config, runtime: tokio::runtime::Handle, tables: Vec<LakeTable>) -> Arc<ResumeFn> {
     let topic = config.kafka.topic.clone();
-    Ok(Arc::new(move |partitions: &[i32]| {
+    let tables = tokio::sync::Mutex::new(tables);
+    Arc::new(move |partitions: &[i32]| {
         runtime.block_on(async {
+            let mut tables = tables.lock().await;
             let mut per_table = Vec::new();
-            for (_, spec) in table_specs() {
-                let name = spec.name;
-                let table = LakeTable::open(&location, &storage, spec).await.map_err(|e| e.to_string())?;
-                let mut versions = HashMap::new();
-                for &p in partitions {
-                    let v = table.txn_version(&app_id(name, &topic, p)).await.map_err(|e| e.to_string())?;
-                    versions.insert(p, v);
-                }
+            for table in tables.iter_mut() {
+                table.refresh().await.map_err(|e| e.to_string())?;
+                let versions = writer::held_offsets(table, &topic, partitions).await.map_err(|e| format!("{}: {e}", table.name()))?;
                 per_table.push(versions);
             }
             Ok(partitions
@@ -144,7 +142,7 @@ fn resume_fn(config: &Config, runtime: tokio::runtime::Handle) -> anyhow::Result
                 })
                 .collect())
         })
-    }))
+    })
 }
 
 /// Runs the writer until `shutdown` resolves (or, with `until_caught_up`, until caught up).
@@ -184,7 +182,7 @@ pub async fn run(
     };
     let mut writer = Writer::new(config.kafka.topic.clone(), tables);
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192);
-    let resume = resume_fn(&config, tokio::runtime::Handle::current())?;
+    let resume = resume_fn(&config, tokio::runtime::Handle::current(), writer.sinks.iter().map(|s| s.table.clone()).collect());
     let mut others_checked = Instant::now();
     let source = KafkaSource::start(&config.kafka, resume.clone(), tx).map_err(|e| anyhow!(e))?;
     let committed_offsets: Arc<std::sync::Mutex<std::collections::BTreeMap<i32, i64>>> = Default::default();

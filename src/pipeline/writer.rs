@@ -147,11 +147,17 @@ impl Writer {
 }
 
 async fn load_versions(sink: &mut TableSink, topic: &str, partitions: &[i32]) -> Result<(), TableError> {
-    for &p in partitions {
-        let v = sink.table.txn_version(&app_id(sink.table.name(), topic, p)).await?;
-        sink.versions.insert(p, v);
-    }
+    let held = held_offsets(&sink.table, topic, partitions).await?;
+    sink.versions.extend(held);
     Ok(())
+}
+
+/// The last offset `table` holds for each of `partitions` (None: nothing yet),
+/// read in one pass over its log.
+pub async fn held_offsets(table: &LakeTable, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
+    let ids: Vec<String> = partitions.iter().map(|&p| app_id(table.name(), topic, p)).collect();
+    let versions = table.txn_versions(&ids).await?;
+    Ok(partitions.iter().zip(&ids).map(|(&p, id)| (p, versions.get(id).copied().flatten())).collect())
 }
 
 async fn commit_one(

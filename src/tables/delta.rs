@@ -97,6 +97,11 @@ impl LakeTable {
             });
         }
         table.load().await.map_err(wrap)?;
+        LakeTable::from_loaded(spec, table)
+    }
+
+    /// A table already loaded (by the migration check), checked against its spec.
+    pub fn from_loaded(spec: TableSpec, table: DeltaTable) -> Result<LakeTable, TableError> {
         let lake_table = LakeTable { spec, table };
         lake_table.check_schema()?;
         Ok(lake_table)
@@ -185,13 +190,39 @@ impl LakeTable {
         self.table.update_incremental(None).await.map_err(|e| self.wrap(e))
     }
 
-    /// The last Kafka offset this table holds for an app id, from the loaded version.
+    /// The last Kafka offset this table holds for an app id, from the loaded
+    /// version, as delta-kernel reads it (a log replay per call).
     pub async fn txn_version(&self, app_id: &str) -> Result<Option<i64>, TableError> {
         let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
         snapshot
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await
             .map_err(|e| self.wrap(e))
+    }
+
+    /// The versions of many app ids from the loaded version, in one pass over
+    /// the newest commit files (see [`crate::tables::txn`]).
+    pub async fn txn_versions(&self, app_ids: &[String]) -> Result<HashMap<String, Option<i64>>, TableError> {
+        let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
+        let expires = snapshot.metadata().configuration().contains_key("delta.setTransactionRetentionDuration");
+        let tail = match self.version() {
+            Some(version) if !expires => {
+                crate::tables::txn::read_tail(self.table.log_store().as_ref(), version, app_ids, crate::tables::txn::MAX_TAIL_COMMITS)
+                    .await
+                    .map_err(|e| self.wrap(e))?
+            }
+            _ => Default::default(),
+        };
+        let mut out = HashMap::with_capacity(app_ids.len());
+        for id in app_ids {
+            let version = match tail.found.get(id) {
+                Some(v) => Some(*v),
+                None if tail.complete => None,
+                None => self.txn_version(id).await?,
+            };
+            out.insert(id.clone(), version);
+        }
+        Ok(out)
     }
 
     /// Appends `batch` (if it has rows) and records `txns` in the same commit.

@@ -2,8 +2,9 @@
 //!
 //! - [`definition`]: the table definitions of `tables/*.toml`;
 //! - [`location`]: the lake URI and where each table lives below it;
-//! - [`delta`]: opening or creating a table and committing a batch to it
-//!   together with its Kafka offsets (`txn` actions);
+//! - [`delta`]: opening a table and committing a batch to it together with
+//!   its Kafka offsets (`txn` actions);
+//! - [`txn`]: reading back the offsets a table holds, for many partitions at once;
 //! - [`bronze`], [`quarantine`], [`silver`]: each table's schema and how a
 //!   batch of records becomes its rows.
 
@@ -15,5 +16,6 @@ pub mod location;
 pub mod quarantine;
 pub mod silver;
 pub mod tombstones;
+pub mod txn;
 
 pub use delta::{CommitOutcome, LakeTable, TableSpec};

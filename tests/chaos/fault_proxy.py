@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import socket
@@ -51,6 +52,8 @@ from collections import Counter
 KINDS = ("error_before", "error_after", "reset_before", "reset_after", "slow", "hang")
 DEFAULT_WEIGHTS = {"error_before": 4, "error_after": 2, "reset_before": 2, "reset_after": 1, "slow": 3, "hang": 0.5}
 MAX_HEAD = 64 * 1024
+# FAULT_PROXY_TRACE=FILE: append each request's method and target to FILE (benchmarks count them).
+TRACE = open(os.environ["FAULT_PROXY_TRACE"], "a") if os.environ.get("FAULT_PROXY_TRACE") else None
 
 
 class BadRequest(Exception):
@@ -210,6 +213,8 @@ class FaultProxy:
         if len(first.split(" ")) != 3:
             raise BadRequest(first)
         method = first.split(" ", 1)[0].upper()
+        if TRACE is not None:
+            print(first.rsplit(" ", 1)[0], file=TRACE, flush=True)
         if (header(headers, "expect") or "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
