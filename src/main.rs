@@ -63,6 +63,10 @@ enum Command {
         /// Replay the file N times, each with new transaction numbers and later order dates (to grow the tables for benchmarks).
         #[arg(long, default_value_t = 1)]
         replays: u32,
+        /// Number the replays from K (with --replays N: replays K..K+N-1), to add later
+        /// business to a topic or lake grown before (tests/bench/flat.sh).
+        #[arg(long, default_value_t = 0)]
+        first_replay: u32,
     },
     /// Run the streaming writer: Kafka to the bronze, silver and quarantine tables.
     Run {
@@ -171,7 +175,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     // The table definitions (tables/*.toml, compiled in) and the code that fills them must agree.
     lakestream::tables::definition::check_all().map_err(anyhow::Error::msg)?;
     match cli.command {
-        Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows, replays } => {
+        Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows, replays, first_replay } => {
             let config = load_config(&common)?;
             config.validate()?;
             let options = ProduceOptions {
@@ -185,6 +189,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 seed,
                 skip_bad_rows,
                 replays,
+                first_replay,
                 progress_bar: produce::stderr_is_terminal(),
             };
             let kafka = config.kafka.clone();

@@ -35,6 +35,8 @@ pub struct ProduceOptions {
     /// (replay k prefixes the digits with k) and later order dates (k times the
     /// dataset's span), to grow the tables for benchmarks.
     pub replays: u32,
+    /// The number of the first replay (0: the file as it is comes first).
+    pub first_replay: u32,
     /// Draw a progress bar (on a terminal) instead of periodic log lines.
     pub progress_bar: bool,
 }
@@ -98,8 +100,8 @@ pub fn produce(k: &KafkaConfig, o: &ProduceOptions) -> anyhow::Result<ProduceRep
     for bad in &data.bad_rows {
         tracing::warn!(line = bad.line, reason = %bad.reason, "skipped a bad row");
     }
-    if o.replays > 1 {
-        data.lines = replayed(&data.lines, o.replays);
+    if o.replays > 1 || o.first_replay > 0 {
+        data.lines = replayed(&data.lines, o.first_replay..o.first_replay + o.replays);
     }
     let (events, summary) = plan(&data.lines, o.mutations, o.seed);
     let topic_created = topic::ensure(k, &o.topic, o.partitions, o.replication, Duration::from_secs(15))?;
@@ -198,13 +200,13 @@ pub fn produce(k: &KafkaConfig, o: &ProduceOptions) -> anyhow::Result<ProduceRep
 /// `C3581482`) and its order dates moved k times the dataset's span later, so
 /// that, as with live orders, each replay lands in months of its own. In file
 /// order (newest first), so that replay 0 is published first.
-fn replayed(lines: &[crate::order_line::OrderLine], replays: u32) -> Vec<crate::order_line::OrderLine> {
+fn replayed(lines: &[crate::order_line::OrderLine], replays: std::ops::Range<u32>) -> Vec<crate::order_line::OrderLine> {
     let span_days = match (lines.iter().map(|l| l.order_date).min(), lines.iter().map(|l| l.order_date).max()) {
         (Some(first), Some(last)) => (last - first).num_days() + 1,
         _ => 0,
     };
-    let mut out = Vec::with_capacity(lines.len() * replays as usize);
-    for k in (0..replays).rev() {
+    let mut out = Vec::with_capacity(lines.len() * replays.len());
+    for k in replays.rev() {
         for l in lines {
             let mut l = l.clone();
             if k > 0 {
@@ -246,7 +248,7 @@ mod tests {
         };
         let mut cancellation = line("C581481");
         cancellation.order_date = chrono::NaiveDate::from_ymd_opt(2019, 1, 10).unwrap();
-        let lines = replayed(&[line("581482"), cancellation], 3);
+        let lines = replayed(&[line("581482"), cancellation.clone()], 0..3);
         let numbers: Vec<&str> = lines.iter().map(|l| l.transaction_no.as_str()).collect();
         assert_eq!(numbers, ["2581482", "C2581481", "1581482", "C1581481", "581482", "C581481"]);
         // The dataset spans 10 days: each replay is 10 days later than the one before.
@@ -254,5 +256,8 @@ mod tests {
         assert_eq!(dates, ["2019-01-21", "2019-01-30", "2019-01-11", "2019-01-20", "2019-01-01", "2019-01-10"]);
         let (events, _) = plan(&lines, 0.0, 1);
         assert_eq!(events[0].key(), "C581481", "oldest of replay 0 first");
+        // Later business alone: replay 2 is the same whether or not 0 and 1 come with it.
+        let later = replayed(&[line("581482"), cancellation], 2..3);
+        assert_eq!(later, lines[..2]);
     }
 }

@@ -1142,13 +1142,11 @@ def main() -> int:
             return 2
     Path(a.workdir).mkdir(parents=True, exist_ok=True)
     # Pin the binary: the release build may be replaced while we run (others rebuild it),
-    # and a run must use one version throughout. A hard link keeps the old inode alive.
+    # and a run must use one version throughout. A copy, not a hard link: a rebuild may
+    # rewrite the build's inode in place, which a hard link shares.
+    import shutil
     pinned = Path(a.workdir) / "lakestream"
-    try:
-        os.link(a.binary, pinned)
-    except OSError:
-        import shutil
-        shutil.copy2(a.binary, pinned)
+    shutil.copy2(a.binary, pinned)
     a.binary = str(pinned)
     ch = Chaos(a)
     try:
