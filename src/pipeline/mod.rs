@@ -145,6 +145,9 @@ fn resume_fn(config: &Config, runtime: tokio::runtime::Handle, tables: Vec<LakeT
     })
 }
 
+/// How often the writer forgets tombstones past `maintenance.tombstone_retention_hours`.
+const TOMBSTONE_EXPIRY_EVERY: Duration = Duration::from_secs(3600);
+
 /// Runs the writer until `shutdown` resolves (or, with `until_caught_up`, until caught up).
 pub async fn run(
     config: Config,
@@ -197,6 +200,7 @@ pub async fn run(
     // Last offset received per partition (to close the final batch early with --until-caught-up).
     let mut received: HashMap<i32, i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tombstones_expired = Instant::now();
     let result: anyhow::Result<()> = async {
         loop {
             tokio::select! {
@@ -255,6 +259,13 @@ pub async fn run(
                     if batch.deadline().is_some_and(|d| Instant::now() >= d) {
                         flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;
                         publish_committed(&assigned, &writer, &committed_offsets);
+                    }
+                    // Tombstones that maintenance deletes from the table leave memory too.
+                    if config.maintenance.enabled && tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY {
+                        tombstones_expired = Instant::now();
+                        let retention = chrono::Duration::hours(config.maintenance.tombstone_retention_hours as i64);
+                        let forgotten = writer.tombstones.expire(chrono::Utc::now() - retention);
+                        tracing::debug!(forgotten, kept = writer.tombstones.len(), "expired tombstones from memory");
                     }
                 }
             }

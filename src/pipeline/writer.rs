@@ -225,7 +225,7 @@ async fn commit_one(
                 let result = sink.table.append(Some(tombstones::rows(deletes, now)), txns).await;
                 if result.is_ok() {
                     for (r, e) in events().filter(|(_, e)| e.op == Op::Delete) {
-                        tombstone_state.record(e.key.clone(), e.seq, r.partition);
+                        tombstone_state.record(e.key.clone(), e.seq, r.partition, now);
                     }
                 }
                 result
