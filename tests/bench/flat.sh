@@ -14,17 +14,9 @@
 # Restart the broker before (nisshi keeps topics in memory; this adds ~4.7 GB):
 #   tests/stack/stack.sh stop kafka; tests/stack/stack.sh start kafka
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
-INPUT="${INPUT:-../shared/data/sales-transaction-v4a.csv.gz}"
+source "$(dirname "$0")/common.sh"
 REPEAT="${REPEAT:-19}"
-PARTITIONS="${PARTITIONS:-6}"
-
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/lakestream"
-tests/stack/stack.sh start kafka >/dev/null
-eval "$(tests/stack/stack.sh env)"
+bench_start kafka
 export LAKESTREAM_LOG_FORMAT=json
 
 id="flat-$(date +%s)"
@@ -90,6 +82,19 @@ for name in ("empty", "grown"):
         ("silver rows copied per batch, median", med([m["rows_copied"] for m in merged])),
         ("peak RSS of the writer, MB", str(rss)),
     ]))
+# The growing run, by tenth: how broad each batch was (months touched, files
+# scanned) and what the MERGE and the rest of silver's commit cost.
+merged, commits, rss = figures("grow")
+silver = commits.get("silver.order_lines", [])
+print(f"\ngrowing run ({len(merged)} batches, peak RSS {rss} MB), means by tenth of the run:")
+for key, values in (("months touched", [m["months"] for m in merged]),
+                    ("files scanned", [m["files_scanned"] for m in merged]),
+                    ("MERGE ms", [m["execution_ms"] for m in merged]),
+                    ("commit ms beyond the MERGE", [c - m["execution_ms"] for c, m in zip(silver, merged)])):
+    n = len(values)
+    tenths = [values[i * n // 10:(i + 1) * n // 10] for i in range(10)] if n >= 10 else [values]
+    print(f"  {key:28} " + " ".join(f"{sum(t) / len(t):.0f}" for t in tenths if t))
+
 width = max(len(k) for k, _ in rows[0][1])
 print(f"\n{'':{width}}  {'into an empty lake':>24}  {'into the grown lake':>24}")
 for (k, a), (_, b) in zip(rows[0][1], rows[1][1]):

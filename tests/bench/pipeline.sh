@@ -9,18 +9,10 @@
 # The local broker (nisshi, in memory) keeps every benchmark topic: a REPEAT=19 run adds
 # ~4.5 GB to it. Restart it between large runs: tests/stack/stack.sh stop kafka; ... start kafka
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
-INPUT="${INPUT:-../shared/data/sales-transaction-v4a.csv.gz}"
+source "$(dirname "$0")/common.sh"
 MUTATIONS="${MUTATIONS:-0.05}"
-PARTITIONS="${PARTITIONS:-6}"
 REPEAT="${REPEAT:-1}"
-
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/lakestream"
-tests/stack/stack.sh start kafka >/dev/null
-eval "$(tests/stack/stack.sh env)"
+bench_start kafka
 
 run_id="bench-$(date +%s)"
 topic="$run_id"

@@ -12,22 +12,14 @@
 #   PARTITIONS=6 COMMITS=20 bash tests/bench/startup.sh
 #   BIN=/path/to/lakestream bash tests/bench/startup.sh   # compare another build
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
-INPUT="${INPUT:-../shared/data/sales-transaction-v4a.csv.gz}"
 PARTITIONS="${PARTITIONS:-24}"
+source "$(dirname "$0")/common.sh"
 COMMITS="${COMMITS:-45}"
 ROWS="${ROWS:-45000}"
 RESTARTS="${RESTARTS:-3}"
 PROXY_PORT="${PROXY_PORT:-20917}"
 
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --locked --quiet
-  BIN="$CARGO_TARGET_DIR/release/lakestream"
-fi
-tests/stack/stack.sh start kafka azurite >/dev/null
-eval "$(tests/stack/stack.sh env)"
+bench_start kafka azurite
 PY="$LAKESTREAM_PYTHON"
 
 run_id="startup-$(date +%s)"

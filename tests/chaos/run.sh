@@ -2,7 +2,7 @@
 # lakestream reliability harness (issue 7). See tests/chaos/README.md.
 #
 #   tests/chaos/run.sh                 short form (CI): >= 20 SIGKILLs, >= 100 faults, a few minutes
-#   tests/chaos/run.sh --long          long form: >= 300 SIGKILLs, >= 1000 faults, ~30 min
+#   tests/chaos/run.sh --long          long form: >= 300 SIGKILLs, >= 1000 faults, ~45 min
 #   tests/chaos/run.sh --short --seed 42 --store s3 --kills 30 --seconds 200 --rows 40000
 #   LAKESTREAM_CHAOS=long tests/chaos/run.sh   same as --long
 #
