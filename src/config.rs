@@ -110,6 +110,14 @@ impl Default for MaintenanceConfig {
     }
 }
 
+impl MaintenanceConfig {
+    /// Tombstones written before this time are expired, from the table by
+    /// maintenance and from the writer's memory.
+    pub fn tombstone_cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() - chrono::Duration::hours(self.tombstone_retention_hours as i64)
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {

@@ -75,7 +75,7 @@ pub async fn maintain(table: &mut LakeTable, config: &MaintenanceConfig, round: 
         report.compacted = Some(retrying(table, |t| compaction::compact(t, name, config.target_file_bytes)).await?);
     }
     if round.vacuum && table.name() == tombstones::NAME {
-        let cutoff = chrono::Utc::now() - chrono::Duration::hours(config.tombstone_retention_hours as i64);
+        let cutoff = config.tombstone_cutoff();
         report.tombstones_expired = Some(retrying(table, |t| expire_tombstones(t, name, cutoff)).await?);
     }
     if round.vacuum {

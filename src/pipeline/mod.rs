@@ -263,8 +263,7 @@ pub async fn run(
                     // Tombstones that maintenance deletes from the table leave memory too.
                     if config.maintenance.enabled && tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY {
                         tombstones_expired = Instant::now();
-                        let retention = chrono::Duration::hours(config.maintenance.tombstone_retention_hours as i64);
-                        let forgotten = writer.tombstones.expire(chrono::Utc::now() - retention);
+                        let forgotten = writer.tombstones.expire(config.maintenance.tombstone_cutoff());
                         tracing::debug!(forgotten, kept = writer.tombstones.len(), "expired tombstones from memory");
                     }
                 }

@@ -210,7 +210,7 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
         .map_err(|e| table.wrap_error(e))?;
     table.set_delta(merged);
     // What the MERGE read and rewrote: the figures that show whether a batch's
-    // cost follows the batch or the table (tests/bench/pipeline.sh sums them).
+    // cost follows the batch or the table (tests/bench/flat.sh reads them).
     tracing::info!(
         table = NAME,
         months = touched.as_ref().map_or(-1, |t| t.len() as i64),

@@ -90,7 +90,7 @@ pub async fn read_tail(log_store: &dyn LogStore, version: i64, wanted: &[String]
     Ok(read)
 }
 
-/// The `txn` actions of one commit file, in file order.
+/// The `txn` actions of one commit file, last first.
 fn txn_actions(bytes: &[u8], version: i64) -> Result<Vec<(String, i64)>, DeltaTableError> {
     let mut out = Vec::new();
     for line in bytes.split(|b| *b == b'\n').filter(|l| l.iter().any(|b| !b.is_ascii_whitespace())) {
@@ -101,10 +101,9 @@ fn txn_actions(bytes: &[u8], version: i64) -> Result<Vec<(String, i64)>, DeltaTa
             out.push((txn.app_id, txn.version));
         }
     }
-    // Within one commit an app id appears at most once (protocol); if not, the last one wins.
+    // Newest first, like the commits: within one commit an app id appears at
+    // most once (protocol); if not, the last one wins, as the first one seen.
     out.reverse();
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|(id, _)| seen.insert(id.clone()));
     Ok(out)
 }
 
