@@ -6,7 +6,7 @@
 //! bigger files; the latency bound keeps the tables fresh when traffic is low.
 
 use crate::config::BatchConfig;
-use crate::offsets::OffsetRange;
+use crate::offsets::{OffsetRange, TopicPartition};
 use crate::source::record::KafkaRecord;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ pub struct Batch {
     records: Vec<KafkaRecord>,
     bytes: usize,
     opened_at: Option<Instant>,
-    ranges: BTreeMap<i32, OffsetRange>,
+    ranges: BTreeMap<TopicPartition, OffsetRange>,
 }
 
 impl Batch {
@@ -27,10 +27,13 @@ impl Batch {
     pub fn push(&mut self, record: KafkaRecord) {
         self.opened_at.get_or_insert_with(Instant::now);
         self.bytes += record.size();
-        self.ranges
-            .entry(record.partition)
-            .and_modify(|r| r.extend(record.offset))
-            .or_insert(OffsetRange { partition: record.partition, first: record.offset, last: record.offset });
+        match self.ranges.get_mut(&TopicPartition { topic: record.topic.clone(), partition: record.partition }) {
+            Some(r) => r.extend(record.offset),
+            None => {
+                let tp = TopicPartition::new(record.topic.clone(), record.partition);
+                self.ranges.insert(tp, OffsetRange { partition: record.partition, first: record.offset, last: record.offset });
+            }
+        }
         self.records.push(record);
     }
 
@@ -57,11 +60,11 @@ impl Batch {
 
     /// Drops the records of partitions this writer no longer owns: their new
     /// owner resumes from the offsets in the tables.
-    pub fn drop_partitions(&mut self, partitions: &[i32]) {
+    pub fn drop_partitions(&mut self, partitions: &[TopicPartition]) {
         if partitions.is_empty() {
             return;
         }
-        self.records.retain(|r| !partitions.contains(&r.partition));
+        self.records.retain(|r| !partitions.iter().any(|tp| tp.partition == r.partition && tp.topic == r.topic));
         for p in partitions {
             self.ranges.remove(p);
         }
@@ -72,7 +75,7 @@ impl Batch {
     }
 
     /// Closes the batch: its records in arrival order and the offset range per partition.
-    pub fn take(&mut self) -> (Vec<KafkaRecord>, BTreeMap<i32, OffsetRange>) {
+    pub fn take(&mut self) -> (Vec<KafkaRecord>, BTreeMap<TopicPartition, OffsetRange>) {
         self.bytes = 0;
         self.opened_at = None;
         (std::mem::take(&mut self.records), std::mem::take(&mut self.ranges))
@@ -104,12 +107,12 @@ mod tests {
         assert!(!b.is_full() && b.deadline().is_some());
         b.push(rec(0, 6));
         assert!(b.is_full());
-        b.drop_partitions(&[1]);
+        b.drop_partitions(&[TopicPartition::new("t", 1)]);
         assert_eq!(b.len(), 2);
         let (records, ranges) = b.take();
         assert_eq!(records.len(), 2);
-        assert_eq!(ranges[&0], OffsetRange { partition: 0, first: 5, last: 6 });
-        assert!(!ranges.contains_key(&1));
+        assert_eq!(ranges[&TopicPartition::new("t", 0)], OffsetRange { partition: 0, first: 5, last: 6 });
+        assert!(!ranges.contains_key(&TopicPartition::new("t", 1)));
         assert!(b.is_empty() && b.deadline().is_none());
         let mut b = Batch::new(BatchConfig { max_records: 100, max_bytes: 1024, max_latency_ms: 10 });
         for i in 0..10 {

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::offsets::app_id;
 use crate::pipeline::{check_topic, table_specs};
+use crate::tables::registry::{self, TableRole};
 use crate::tables::location::{register_object_stores, storage_options, LakeLocation};
 use anyhow::{anyhow, Context};
 use deltalake::{DeltaTableBuilder, DeltaTableError};
@@ -16,24 +17,35 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
     let mut report = String::new();
     config.validate()?;
     writeln!(report, "config: ok\n{}", config.redacted().trim_end())?;
-    let c = config.clone();
-    let partitions = tokio::task::spawn_blocking(move || check_topic(&c, Duration::from_secs(15))).await??;
-    writeln!(report, "kafka: {} reachable; topic {} has {partitions} partitions", config.kafka.brokers, config.kafka.topic)?;
+    let mut partitions: Vec<(String, usize)> = Vec::new();
+    for topic in registry::topics(&config.kafka.topic) {
+        let (c, t) = (config.clone(), topic.clone());
+        let n = tokio::task::spawn_blocking(move || check_topic(&c, &t, Duration::from_secs(15))).await??;
+        writeln!(report, "kafka: {} reachable; topic {topic} has {n} partitions", config.kafka.brokers)?;
+        partitions.push((topic, n));
+    }
+    let change_tables = registry::change_tables();
     register_object_stores();
     let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
     let storage = storage_options(&config.lake.storage);
-    for (_, spec) in table_specs() {
+    for (role, spec) in table_specs() {
+        let reads = match role {
+            TableRole::Tombstones { of: i } | TableRole::Change { index: i } => Some(registry::topic_of(change_tables[i], &config.kafka.topic)),
+            TableRole::Bronze | TableRole::Quarantine => None,
+        };
         let url = location.table_url(spec.path);
         let mut table = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.clone()).build()?;
         match table.load().await {
             Ok(()) => {
                 let snapshot = table.snapshot()?;
                 let mut offsets = Vec::new();
-                for p in 0..partitions as i32 {
-                    let v = snapshot
-                        .transaction_version(table.log_store().as_ref(), app_id(spec.name, &config.kafka.topic, p))
-                        .await?;
-                    offsets.push(v.map_or("-".to_string(), |v| v.to_string()));
+                for (topic, n) in partitions.iter().filter(|(t, _)| reads.as_ref().is_none_or(|r| r == t)) {
+                    let mut of_topic = Vec::new();
+                    for p in 0..*n as i32 {
+                        let v = snapshot.transaction_version(table.log_store().as_ref(), app_id(spec.name, topic, p)).await?;
+                        of_topic.push(v.map_or("-".to_string(), |v| v.to_string()));
+                    }
+                    offsets.push(if partitions.len() > 1 { format!("{topic}: {}", of_topic.join(", ")) } else { of_topic.join(", ") });
                 }
                 let protocol = snapshot.protocol();
                 let migration = snapshot.metadata().configuration().get(crate::migration::VERSION_PROPERTY).cloned();
@@ -46,7 +58,7 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
                     crate::migration::latest(),
                     protocol.min_reader_version(),
                     protocol.min_writer_version(),
-                    offsets.join(", ")
+                    offsets.join("; ")
                 )?;
             }
             Err(DeltaTableError::NotATable(_)) => {

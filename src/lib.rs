@@ -1,7 +1,7 @@
 //! lakestream: an exactly-once writer from a Kafka order stream to Delta Lake.
 //!
 //! The modules follow the data: a record enters from Kafka ([`source`]), is
-//! decoded into a [`change_event`] about an [`order_line`], is [`batch`]ed,
+//! decoded into a [`change`] event by its table's definition, is [`batch`]ed,
 //! and is written to the bronze, silver and quarantine [`tables`] together
 //! with its [`offsets`] by the [`pipeline`]. [`produce`] is the other end: it
 //! replays the order [`dataset`] into the topic as the orders application would.
@@ -9,7 +9,7 @@
 //! [`maintenance`] keeps the tables compact and clean beside ingestion.
 
 pub mod batch;
-pub mod change_event;
+pub mod change;
 pub mod check;
 pub mod config;
 pub mod dataset;

@@ -11,6 +11,13 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "lakestream", version, about = "Exactly-once Kafka order stream to Delta Lake (bronze, silver, quarantine)")]
 struct Cli {
+    /// Read the table definitions from this directory (its *.toml) instead of
+    /// those built in: a new table is a file here and a migration.
+    #[arg(long, global = true, env = "LAKESTREAM_TABLES")]
+    tables: Option<PathBuf>,
+    /// Read the migrations from this directory (its NNNN_*.sql) instead of those built in.
+    #[arg(long, global = true, env = "LAKESTREAM_MIGRATIONS")]
+    migrations: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,10 +108,6 @@ enum Command {
         /// Stop after this migration (default: the last).
         #[arg(long)]
         to: Option<u32>,
-        /// Read the migrations from this directory instead of those built in
-        /// (to review a change before it ships).
-        #[arg(long)]
-        migrations: Option<PathBuf>,
     },
     /// One maintenance round on every table now: compact small files, vacuum,
     /// expire silver tombstones and checkpoint (safe while `run` is writing).
@@ -175,7 +178,13 @@ async fn shutdown_signal() {
 }
 
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
-    // The table definitions (tables/*.toml, compiled in) and the code that fills them must agree.
+    if let Some(dir) = &cli.tables {
+        lakestream::tables::definition::use_dir(dir);
+    }
+    if let Some(dir) = &cli.migrations {
+        lakestream::migration::use_dir(dir);
+    }
+    // The table definitions (tables/*.toml) must be consistent, their expressions valid.
     lakestream::tables::definition::check_all().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows, replays, first_replay } => {
@@ -225,7 +234,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             println!("check: ok");
             Ok(())
         }
-        Command::Migrate { config, lake, to, migrations } => {
+        Command::Migrate { config, lake, to } => {
             let mut config = Config::load(config.as_deref(), std::env::vars())?;
             if let Some(l) = lake {
                 config.lake.uri = l;
@@ -235,10 +244,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let location = lakestream::tables::location::LakeLocation::parse(&config.lake.uri)
                 .map_err(|m| anyhow::anyhow!("setting `lake.uri`: {m}"))?;
             let storage = lakestream::tables::location::storage_options(&config.lake.storage);
-            let migrations = match migrations {
-                Some(dir) => lakestream::migration::from_dir(&dir)?,
-                None => lakestream::migration::embedded()?,
-            };
+            let migrations = lakestream::migration::embedded()?;
             let report = lakestream::migration::migrate(&location, &storage, &migrations, to).await?;
             for (table, from, to) in report.tables {
                 if from == to {

@@ -35,9 +35,15 @@ pub struct Metrics {
     pub maintenance_files_compacted: Family<Labels, Counter>,
     pub maintenance_files_vacuumed: Family<Labels, Counter>,
     pub maintenance_failures: Family<Labels, Counter>,
+    pub columns_ignored: Family<Labels, Counter>,
+    pub schema_changes: Family<Labels, Counter>,
+    /// The standard process metrics (no `lakestream_` prefix), read from /proc at each scrape.
+    pub process_resident_memory_bytes: Gauge,
+    pub process_cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     /// Kafka timestamp (ms) of the newest record committed to every table.
     pub last_committed_ts_ms: AtomicI64,
     pub lake_ok: AtomicBool,
+    default_topic: std::sync::OnceLock<String>,
 }
 
 fn labels(pairs: &[(&'static str, &str)]) -> Labels {
@@ -46,7 +52,8 @@ fn labels(pairs: &[(&'static str, &str)]) -> Labels {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("lakestream");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("lakestream");
         let m = Metrics {
             records_consumed: Counter::default(),
             rows_written: Family::default(),
@@ -66,8 +73,13 @@ impl Metrics {
             maintenance_files_compacted: Family::default(),
             maintenance_files_vacuumed: Family::default(),
             maintenance_failures: Family::default(),
+            columns_ignored: Family::default(),
+            schema_changes: Family::default(),
+            process_resident_memory_bytes: Gauge::default(),
+            process_cpu_seconds: Counter::default(),
             last_committed_ts_ms: AtomicI64::new(0),
             lake_ok: AtomicBool::new(true),
+            default_topic: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
         registry.register("records_consumed", "Kafka records written to all tables", m.records_consumed.clone());
@@ -96,15 +108,37 @@ impl Metrics {
         registry.register("maintenance_files_compacted", "Small files replaced by compaction, per table", m.maintenance_files_compacted.clone());
         registry.register("maintenance_files_vacuumed", "Unreferenced files deleted by VACUUM, per table", m.maintenance_files_vacuumed.clone());
         registry.register("maintenance_failures", "Maintenance rounds that failed (retried next round), per table", m.maintenance_failures.clone());
-        Arc::new(Metrics { registry, ..m })
+        registry.register(
+            "columns_ignored",
+            "Values of fields a change table has no column for, dropped (on_new_column = ignore), per table and field",
+            m.columns_ignored.clone(),
+        );
+        registry.register(
+            "schema_changes",
+            "Batches that grew a change table by new columns (on_new_column = evolve), per table",
+            m.schema_changes.clone(),
+        );
+        root.register("process_resident_memory_bytes", "Resident memory size in bytes", m.process_resident_memory_bytes.clone());
+        root.register("process_cpu_seconds", "Total user and system CPU time spent in seconds", m.process_cpu_seconds.clone());
+        Arc::new(Metrics { registry: root, ..m })
     }
 
     pub fn table(&self, table: &str) -> Labels {
         labels(&[("table", table)])
     }
 
-    pub fn partition(&self, p: i32) -> Labels {
-        vec![("partition", p.to_string())]
+    /// The labels of a partition: `partition` for `kafka.topic` (as before a
+    /// run read several topics), `topic` and `partition` for another topic.
+    pub fn partition(&self, p: &crate::offsets::TopicPartition) -> Labels {
+        if self.default_topic.get().is_some_and(|t| *t == p.topic) {
+            return vec![("partition", p.partition.to_string())];
+        }
+        vec![("topic", p.topic.clone()), ("partition", p.partition.to_string())]
+    }
+
+    /// Sets `kafka.topic`, whose partitions are labelled by number alone.
+    pub fn set_default_topic(&self, topic: &str) {
+        let _ = self.default_topic.set(topic.to_string());
     }
 
     pub fn kind(&self, kind: &str) -> Labels {
@@ -137,8 +171,30 @@ impl Metrics {
         }
     }
 
+    /// Reads RSS (`/proc/self/status`, VmRSS) and CPU time (`/proc/self/stat`,
+    /// utime + stime at 100 ticks a second) into the process metrics.
+    fn refresh_process(&self) {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+            if let Some(kb) = kb {
+                self.process_resident_memory_bytes.set(kb * 1024);
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may hold spaces), 1-based from field 3.
+            let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let seconds = (ticks(11) + ticks(12)) as f64 / 100.0; // utime, stime
+            let seen = self.process_cpu_seconds.get();
+            if seconds > seen {
+                self.process_cpu_seconds.inc_by(seconds - seen);
+            }
+        }
+    }
+
     pub fn render(&self) -> String {
         self.refresh_freshness();
+        self.refresh_process();
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("encoding metrics to a string");
         out

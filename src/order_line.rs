@@ -82,6 +82,24 @@ impl Serialize for Price {
     }
 }
 
+/// The change event `produce` writes for an order line, as the orders
+/// application would: a Debezium-style envelope whose `source.seq` orders a
+/// line's changes (tables/silver_order_lines.toml reads it).
+#[derive(Serialize)]
+pub struct Envelope<'a> {
+    pub op: crate::change::Op,
+    pub ts_ms: i64,
+    pub source: Source<'a>,
+    pub before: Option<&'a OrderLine>,
+    pub after: Option<&'a OrderLine>,
+}
+
+#[derive(Serialize)]
+pub struct Source<'a> {
+    pub table: &'a str,
+    pub seq: i64,
+}
+
 /// One order line. `(transaction_no, line_no)` is the primary key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {

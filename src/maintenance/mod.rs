@@ -27,7 +27,7 @@
 
 use crate::config::MaintenanceConfig;
 use crate::tables::delta::TableError;
-use crate::tables::{tombstones, LakeTable};
+use crate::tables::{registry, tombstones, LakeTable};
 pub mod compaction;
 
 use deltalake::operations::vacuum::VacuumMode;
@@ -74,7 +74,7 @@ pub async fn maintain(table: &mut LakeTable, config: &MaintenanceConfig, round: 
     if small_files >= threshold {
         report.compacted = Some(retrying(table, |t| compaction::compact(t, name, config.target_file_bytes)).await?);
     }
-    if round.vacuum && table.name() == tombstones::NAME {
+    if round.vacuum && registry::is_tombstones(table.name()) {
         let cutoff = config.tombstone_cutoff();
         report.tombstones_expired = Some(retrying(table, |t| expire_tombstones(t, name, cutoff)).await?);
     }
@@ -143,7 +143,9 @@ async fn expire_tombstones(
     name: &'static str,
     cutoff: chrono::DateTime<chrono::Utc>,
 ) -> DeltaResult<(usize, DeltaTable)> {
-    let predicate = format!("deleted_at < '{}'", cutoff.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+    let definition = crate::tables::definition::get(name);
+    let column = tombstones::meta_column(definition, crate::change::spec::Meta::WrittenAt).unwrap_or("deleted_at");
+    let predicate = format!("\"{column}\" < '{}'", cutoff.format("%Y-%m-%dT%H:%M:%S%.6fZ"));
     let properties = CommitProperties::default().with_application_transactions(compaction::layout_txns(name, None));
     let (updated, metrics) = table.delete().with_predicate(predicate).with_commit_properties(properties).await?;
     Ok((metrics.num_deleted_rows.unwrap_or(0), updated))

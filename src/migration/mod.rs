@@ -97,7 +97,21 @@ pub fn parse_all(files: Vec<(String, String)>) -> anyhow::Result<Vec<Migration>>
     Ok(out)
 }
 
+/// The migration files to use instead of the compiled ones (`--migrations
+/// DIR` or `LAKESTREAM_MIGRATIONS`), set once at start.
+static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Reads the migrations from `dir` instead of those built in, for every
+/// command: a new table is a definition and a migration, not a build.
+pub fn use_dir(dir: &Path) {
+    let _ = DIR.set(dir.to_path_buf());
+}
+
+/// The migrations in force: those of [`use_dir`]'s directory, else those built in.
 pub fn embedded() -> anyhow::Result<Vec<Migration>> {
+    if let Some(dir) = DIR.get() {
+        return from_dir(dir);
+    }
     parse_all(EMBEDDED.iter().map(|(f, t)| (f.to_string(), t.to_string())).collect())
 }
 
@@ -114,9 +128,12 @@ pub fn from_dir(dir: &Path) -> anyhow::Result<Vec<Migration>> {
     parse_all(files)
 }
 
-/// The latest migration this lakestream was built with.
+/// The latest migration in force (see [`embedded`]).
 pub fn latest() -> u32 {
-    EMBEDDED.len() as u32
+    match DIR.get() {
+        Some(dir) => from_dir(dir).map(|m| m.len() as u32).unwrap_or(0),
+        None => EMBEDDED.len() as u32,
+    }
 }
 
 /// One table of the lake as migrations see it.
@@ -358,8 +375,14 @@ fn check_matches_definition(state: &TableState) -> anyhow::Result<()> {
     let actual = snapshot.schema();
     let expected: StructType = d.schema.as_ref().try_into_kernel().map_err(|e| anyhow!("{}: {e}", d.file))?;
     let mut problems = Vec::new();
-    let have: Vec<String> = actual.fields().map(|f| f.name().clone()).collect();
     let want: Vec<String> = expected.fields().map(|f| f.name().clone()).collect();
+    // Columns a change table grew by itself (on_new_column = "evolve") are recorded as such.
+    let config = snapshot.metadata().configuration();
+    let have: Vec<String> = actual
+        .fields()
+        .map(|f| f.name().clone())
+        .filter(|n| want.contains(n) || !config.contains_key(&crate::tables::evolution::property(n)))
+        .collect();
     if have != want {
         problems.push(format!("columns are {have:?} after the migrations, {want:?} in the definition"));
     }
@@ -377,7 +400,6 @@ fn check_matches_definition(state: &TableState) -> anyhow::Result<()> {
     if partitions != &d.partition_by {
         problems.push(format!("partitioned by {partitions:?} after the migrations, {:?} in the definition", d.partition_by));
     }
-    let config = snapshot.metadata().configuration();
     for (k, v) in &d.properties {
         if config.get(k) != Some(v) {
             problems.push(format!("property {k} = {:?} after the migrations, {v:?} in the definition", config.get(k)));

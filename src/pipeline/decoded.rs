@@ -1,26 +1,102 @@
-//! The decode stage: each record of a batch becomes a change event or a
-//! decode error (which sends it to quarantine). Decoding happens once per
-//! batch; every table then takes what it needs from the result.
+//! The decode stage: each record of a batch is decoded by every change table
+//! that reads its topic, into a change event or a decode error (which sends
+//! it to quarantine), and each table's derived columns are evaluated once for
+//! the whole batch. Every table then takes what it needs from the result.
 
-use crate::change_event::{decode, ChangeEvent, DecodeError};
+use crate::change::decode::{Change, Reader};
+use crate::change::derive::{self, TableRows};
+use crate::change::{ChangeEvent, DecodeError};
 use crate::source::record::KafkaRecord;
+use std::collections::BTreeMap;
+
+/// One change table's part of a decoded batch.
+pub struct TableBatch {
+    /// Per record of the batch: the event, when this table reads the record's
+    /// topic and decoded it.
+    pub events: Vec<Option<ChangeEvent>>,
+    pub rows: TableRows,
+    /// Fields without a column that were dropped (`on_new_column = "ignore"`), with counts.
+    pub ignored_fields: BTreeMap<String, u64>,
+    /// Fields without a column yet (`on_new_column = "evolve"`), with their
+    /// type (string when records disagree).
+    pub new_columns: BTreeMap<String, deltalake::arrow::datatypes::DataType>,
+}
 
 pub struct Decoded {
     pub records: Vec<KafkaRecord>,
-    /// One entry per record, same order.
-    pub results: Vec<Result<ChangeEvent, DecodeError>>,
+    /// Per record: why it could not be decoded (None: every table that reads it did).
+    pub errors: Vec<Option<DecodeError>>,
+    /// Per change table (the registry's order).
+    pub tables: Vec<TableBatch>,
+}
+
+/// A change table as the decode stage sees it: how to read a record, and the topic it reads.
+pub struct TableReader {
+    pub reader: Reader,
+    pub topic: String,
 }
 
 impl Decoded {
-    pub fn new(records: Vec<KafkaRecord>, max_record_bytes: usize) -> Decoded {
-        let results = records
-            .iter()
-            .map(|r| decode(r.key.as_deref(), r.value.as_deref(), r.offset, max_record_bytes))
-            .collect();
-        Decoded { records, results }
+    pub async fn new(records: Vec<KafkaRecord>, readers: &[TableReader], max_record_bytes: usize) -> Decoded {
+        let mut errors: Vec<Option<DecodeError>> = vec![None; records.len()];
+        let mut tables = Vec::with_capacity(readers.len());
+        let shared_topics = readers.len() > 1;
+        for t in readers {
+            let mut ignored_fields: BTreeMap<String, u64> = BTreeMap::new();
+            let mut new_columns: BTreeMap<String, deltalake::arrow::datatypes::DataType> = BTreeMap::new();
+            let changes: Vec<Result<Change, DecodeError>> = records
+                .iter()
+                .filter(|r| r.topic == t.topic)
+                .map(|r| {
+                    let c = t.reader.decode(r.key.as_deref(), r.value.as_deref(), r.offset, max_record_bytes);
+                    if let Ok(c) = &c {
+                        for f in &c.ignored_fields {
+                            *ignored_fields.entry(f.clone()).or_default() += 1;
+                        }
+                        for (f, data_type) in &c.new_fields {
+                            let entry = new_columns.entry(f.clone()).or_insert_with(|| data_type.clone());
+                            if entry != data_type {
+                                *entry = if matches!((&*entry, data_type), (deltalake::arrow::datatypes::DataType::Int64, deltalake::arrow::datatypes::DataType::Float64) | (deltalake::arrow::datatypes::DataType::Float64, deltalake::arrow::datatypes::DataType::Int64)) {
+                                    deltalake::arrow::datatypes::DataType::Float64
+                                } else {
+                                    deltalake::arrow::datatypes::DataType::Utf8
+                                };
+                            }
+                        }
+                    }
+                    c
+                })
+                .collect();
+            let (events, rows) = derive::evaluate(&t.reader, changes).await;
+            let mut events = events.into_iter();
+            let mut per_record = Vec::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                if r.topic != t.topic {
+                    per_record.push(None);
+                    continue;
+                }
+                match events.next().expect("one result per record of the topic") {
+                    Ok(e) => per_record.push(Some(e)),
+                    Err(mut e) => {
+                        if shared_topics {
+                            e.message = format!("{}: {}", t.reader.definition.name, e.message);
+                        }
+                        errors[i].get_or_insert(e);
+                        per_record.push(None);
+                    }
+                }
+            }
+            tables.push(TableBatch { events: per_record, rows, ignored_fields, new_columns });
+        }
+        Decoded { records, errors, tables }
+    }
+
+    /// True when a table must grow columns before this batch is written.
+    pub fn needs_evolution(&self) -> bool {
+        self.tables.iter().any(|t| !t.new_columns.is_empty())
     }
 
     pub fn rejected(&self) -> usize {
-        self.results.iter().filter(|r| r.is_err()).count()
+        self.errors.iter().filter(|e| e.is_some()).count()
     }
 }

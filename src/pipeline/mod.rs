@@ -11,11 +11,12 @@ pub mod writer;
 use crate::batch::Batch;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::offsets::resume_offset;
+use crate::offsets::{resume_offset, TopicPartition};
 use crate::source::client::client_config;
 use crate::source::consumer::{Assignment, KafkaSource, ResumeFn, SourceEvent};
 use crate::tables::location::{register_object_stores, storage_options, LakeLocation};
-use crate::tables::{bronze, quarantine, silver, tombstones, LakeTable, TableSpec};
+use crate::tables::registry::{self, TableRole};
+use crate::tables::{LakeTable, TableSpec};
 use anyhow::{anyhow, bail, Context};
 use decoded::Decoded;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -24,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use writer::{TableRole, Writer};
+use writer::Writer;
 
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -46,12 +47,7 @@ pub struct RunSummary {
 
 /// The tables of the pipeline, in commit order.
 pub fn table_specs() -> Vec<(TableRole, TableSpec)> {
-    vec![
-        (TableRole::Bronze, bronze::spec()),
-        (TableRole::Quarantine, quarantine::spec()),
-        (TableRole::Tombstones, tombstones::spec()),
-        (TableRole::Silver, silver::spec()),
-    ]
+    registry::specs()
 }
 
 /// Migrates a new lake, checks every table is at the current migration, and opens them. Errors name `lake.uri`.
@@ -75,70 +71,90 @@ pub async fn open_tables(config: &Config) -> anyhow::Result<Vec<(TableRole, Lake
     Ok(tables)
 }
 
-/// Checks that the brokers answer and the topic exists, within a bounded time.
-pub fn check_topic(config: &Config, timeout: Duration) -> anyhow::Result<usize> {
+/// Where a topic is configured, for messages: `kafka.topic` or the
+/// definition files of the tables that read it.
+pub fn topic_setting(config: &Config, topic: &str) -> String {
+    if topic == config.kafka.topic {
+        return "kafka.topic".into();
+    }
+    let files: Vec<&str> = registry::change_tables()
+        .into_iter()
+        .filter(|d| registry::topic_of(d, &config.kafka.topic) == topic)
+        .map(|d| d.file)
+        .collect();
+    format!("[source] topic in {}", files.join(", "))
+}
+
+/// Checks that the brokers answer and `topic` exists, within a bounded
+/// time; returns its number of partitions.
+pub fn check_topic(config: &Config, topic: &str, timeout: Duration) -> anyhow::Result<usize> {
     let k = &config.kafka;
+    let setting = topic_setting(config, topic);
     let consumer: BaseConsumer = client_config(k)
         .create()
         .map_err(|e| anyhow!("cannot create a Kafka client (kafka.*): {e}"))?;
     let metadata = consumer
-        .fetch_metadata(Some(&k.topic), timeout)
+        .fetch_metadata(Some(topic), timeout)
         .map_err(|e| anyhow!("cannot reach Kafka at kafka.brokers = {} within {:?}: {e}", k.brokers, timeout))?;
-    let topic = metadata
+    let found = metadata
         .topics()
         .iter()
-        .find(|t| t.name() == k.topic)
-        .ok_or_else(|| anyhow!("topic {} not found (kafka.topic)", k.topic))?;
-    if let Some(err) = topic.error() {
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| anyhow!("topic {topic} not found ({setting})"))?;
+    if let Some(err) = found.error() {
         let code = rdkafka::types::RDKafkaErrorCode::from(err);
         if code == rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
-            bail!("topic {} not found (kafka.topic) at kafka.brokers = {}", k.topic, k.brokers);
+            bail!("topic {topic} not found ({setting}) at kafka.brokers = {}", k.brokers);
         }
-        bail!("topic {} (kafka.topic) is not usable: {code}", k.topic);
+        bail!("topic {topic} ({setting}) is not usable: {code}");
     }
-    Ok(topic.partitions().len())
+    Ok(found.partitions().len())
 }
 
-/// The end offset (high watermark) of every partition of the topic.
-fn end_offsets(config: &Config, timeout: Duration) -> anyhow::Result<HashMap<i32, i64>> {
+/// The end offset (high watermark) of every partition of `topics`.
+fn end_offsets(config: &Config, topics: &[String], timeout: Duration) -> anyhow::Result<HashMap<TopicPartition, i64>> {
     let k = &config.kafka;
     let consumer: BaseConsumer = client_config(k).create().map_err(|e| anyhow!("cannot create a Kafka client (kafka.*): {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(&k.topic), timeout)
-        .map_err(|e| anyhow!("cannot reach Kafka at kafka.brokers = {} within {timeout:?}: {e}", k.brokers))?;
     let mut ends = HashMap::new();
-    for t in metadata.topics().iter().filter(|t| t.name() == k.topic) {
-        for p in t.partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(&k.topic, p.id(), timeout)
-                .map_err(|e| anyhow!("cannot read the end offset of {} partition {}: {e}", k.topic, p.id()))?;
-            ends.insert(p.id(), high);
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| anyhow!("cannot reach Kafka at kafka.brokers = {} within {timeout:?}: {e}", k.brokers))?;
+        for t in metadata.topics().iter().filter(|t| t.name() == topic) {
+            for p in t.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p.id(), timeout)
+                    .map_err(|e| anyhow!("cannot read the end offset of {topic} partition {}: {e}", p.id()))?;
+                ends.insert(TopicPartition::new(topic.clone(), p.id()), high);
+            }
         }
     }
     Ok(ends)
 }
 
 /// The resume callback: for each partition, the offset after the lowest
-/// version any table holds. It keeps table handles of its own (copies of the
-/// writer's at start, brought up to date at each assignment), so it never
-/// waits on the writer and a rebalance does not reload whole logs.
-fn resume_fn(config: &Config, runtime: tokio::runtime::Handle, tables: Vec<LakeTable>) -> Arc<ResumeFn> {
-    let topic = config.kafka.topic.clone();
+/// version any table that reads its topic holds. It keeps table handles of
+/// its own (copies of the writer's at start, brought up to date at each
+/// assignment), so it never waits on the writer and a rebalance does not
+/// reload whole logs.
+fn resume_fn(runtime: tokio::runtime::Handle, tables: Vec<(Option<String>, LakeTable)>) -> Arc<ResumeFn> {
     let tables = tokio::sync::Mutex::new(tables);
-    Arc::new(move |partitions: &[i32]| {
+    Arc::new(move |partitions: &[TopicPartition]| {
         runtime.block_on(async {
             let mut tables = tables.lock().await;
             let mut per_table = Vec::new();
-            for table in tables.iter_mut() {
+            for (topic, table) in tables.iter_mut() {
+                let mine: Vec<TopicPartition> =
+                    partitions.iter().filter(|tp| topic.as_deref().is_none_or(|t| t == tp.topic)).cloned().collect();
                 table.refresh().await.map_err(|e| e.to_string())?;
-                let versions = writer::held_offsets(table, &topic, partitions).await.map_err(|e| format!("{}: {e}", table.name()))?;
+                let versions = writer::held_offsets(table, &mine).await.map_err(|e| format!("{}: {e}", table.name()))?;
                 per_table.push(versions);
             }
             Ok(partitions
                 .iter()
-                .map(|p| {
-                    let versions: Vec<Option<i64>> = per_table.iter().map(|t| t[p]).collect();
-                    (*p, resume_offset(&versions))
+                .map(|tp| {
+                    let versions: Vec<Option<i64>> = per_table.iter().filter_map(|t| t.get(tp).copied()).collect();
+                    (tp.clone(), resume_offset(&versions))
                 })
                 .collect())
         })
@@ -163,15 +179,19 @@ pub async fn run(
         });
     }
     let tables = open_tables(&config).await?;
-    let start_ends: HashMap<i32, i64> = {
-        let c = config.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<i32, i64>> {
-            check_topic(&c, Duration::from_secs(15))?;
-            end_offsets(&c, Duration::from_secs(15))
+    let topics = registry::topics(&config.kafka.topic);
+    let start_ends: HashMap<TopicPartition, i64> = {
+        let (c, topics) = (config.clone(), topics.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<HashMap<TopicPartition, i64>> {
+            for t in &topics {
+                check_topic(&c, t, Duration::from_secs(15))?;
+            }
+            end_offsets(&c, &topics, Duration::from_secs(15))
         })
         .await??
     };
     let metrics = Metrics::new();
+    metrics.set_default_topic(&config.kafka.topic);
     if let Some(listen) = &config.metrics.listen {
         crate::metrics::serve(listen, metrics.clone()).await?;
     }
@@ -183,22 +203,22 @@ pub async fn run(
     } else {
         None
     };
-    let mut writer = Writer::new(config.kafka.topic.clone(), tables);
+    let mut writer = Writer::new(&config.kafka.topic, tables);
     let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192);
-    let resume = resume_fn(&config, tokio::runtime::Handle::current(), writer.sinks.iter().map(|s| s.table.clone()).collect());
+    let resume = resume_fn(tokio::runtime::Handle::current(), writer.sinks.iter().map(|s| (s.topic.clone(), s.table.clone())).collect());
     let mut others_checked = Instant::now();
-    let source = KafkaSource::start(&config.kafka, resume.clone(), tx).map_err(|e| anyhow!(e))?;
-    let committed_offsets: Arc<std::sync::Mutex<std::collections::BTreeMap<i32, i64>>> = Default::default();
-    let lag_task = tokio::spawn(report_lag(source.consumer.clone(), config.kafka.topic.clone(), committed_offsets.clone(), metrics.clone()));
-    tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group_id, lake = %config.lake.uri, "lakestream writer started");
+    let source = KafkaSource::start(&config.kafka, &topics, resume.clone(), tx).map_err(|e| anyhow!(e))?;
+    let committed_offsets: Arc<std::sync::Mutex<std::collections::BTreeMap<TopicPartition, i64>>> = Default::default();
+    let lag_task = tokio::spawn(report_lag(source.consumer.clone(), committed_offsets.clone(), metrics.clone()));
+    tracing::info!(topics = %topics.join(","), group = %config.kafka.group_id, lake = %config.lake.uri, "lakestream writer started");
 
     let mut batch = Batch::new(config.batch.clone());
     let mut summary = RunSummary::default();
-    let mut assigned: BTreeSet<i32> = BTreeSet::new();
-    let mut ends: HashMap<i32, Assignment> = HashMap::new();
+    let mut assigned: BTreeSet<TopicPartition> = BTreeSet::new();
+    let mut ends: HashMap<TopicPartition, Assignment> = HashMap::new();
     let mut had_assignment = false;
     // Last offset received per partition (to close the final batch early with --until-caught-up).
-    let mut received: HashMap<i32, i64> = HashMap::new();
+    let mut received: HashMap<TopicPartition, i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut tombstones_expired = Instant::now();
     let result: anyhow::Result<()> = async {
@@ -212,17 +232,18 @@ pub async fn run(
                 event = rx.recv() => match event {
                     None => bail!("the Kafka consumer stopped unexpectedly"),
                     Some(SourceEvent::Record(r)) => {
-                        if !assigned.contains(&r.partition) {
+                        let tp = TopicPartition::new(r.topic.clone(), r.partition);
+                        if !assigned.contains(&tp) {
                             continue; // a record of a partition handed over already
                         }
-                        let (partition, offset) = (r.partition, r.offset);
+                        let offset = r.offset;
                         batch.push(r);
                         metrics.open_batch_records.set(batch.len() as i64);
-                        received.insert(partition, offset);
+                        received.insert(tp, offset);
                         // With --until-caught-up, close the last batch as soon as it holds everything.
                         let everything_in = options.until_caught_up
                             && all_through_end(&assigned, &ends, |p| {
-                                writer.committed(p).max(received.get(&p).copied())
+                                writer.committed(p).max(received.get(p).copied())
                             });
                         if batch.is_full() || everything_in {
                             flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;
@@ -231,11 +252,11 @@ pub async fn run(
                     }
                     Some(SourceEvent::Assigned(list)) => {
                         had_assignment = true;
-                        let parts: Vec<i32> = list.iter().map(|a| a.partition).collect();
+                        let parts: Vec<TopicPartition> = list.iter().map(|a| a.tp.clone()).collect();
                         read_offsets(&mut writer, &parts, &metrics, &stop).await?;
                         for a in list {
-                            assigned.insert(a.partition);
-                            ends.insert(a.partition, a);
+                            assigned.insert(a.tp.clone());
+                            ends.insert(a.tp.clone(), a);
                         }
                         metrics.assigned_partitions.set(assigned.len() as i64);
                         publish_committed(&assigned, &writer, &committed_offsets);
@@ -246,8 +267,8 @@ pub async fn run(
                         writer.revoked(&parts);
                         for p in &parts {
                             assigned.remove(p);
-                            metrics.consumer_lag.remove(&metrics.partition(*p));
-                            metrics.committed_offset.remove(&metrics.partition(*p));
+                            metrics.consumer_lag.remove(&metrics.partition(p));
+                            metrics.committed_offset.remove(&metrics.partition(p));
                         }
                         metrics.assigned_partitions.set(assigned.len() as i64);
                         publish_committed(&assigned, &writer, &committed_offsets);
@@ -263,8 +284,8 @@ pub async fn run(
                     // Tombstones that maintenance deletes from the table leave memory too.
                     if config.maintenance.enabled && tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY {
                         tombstones_expired = Instant::now();
-                        let forgotten = writer.tombstones.expire(config.maintenance.tombstone_cutoff());
-                        tracing::debug!(forgotten, kept = writer.tombstones.len(), "expired tombstones from memory");
+                        let (forgotten, kept) = writer.expire_tombstones(config.maintenance.tombstone_cutoff());
+                        tracing::debug!(forgotten, kept, "expired tombstones from memory");
                     }
                 }
             }
@@ -274,7 +295,7 @@ pub async fn run(
                 && all_through_end(&assigned, &ends, |p| writer.committed(p))
             {
                 // Our partitions are done; the others must be too, in the tables (read at most twice a second).
-                let others: Vec<i32> = start_ends.keys().copied().filter(|p| !assigned.contains(p)).collect();
+                let others: Vec<TopicPartition> = start_ends.keys().filter(|p| !assigned.contains(*p)).cloned().collect();
                 if others.is_empty() {
                     tracing::info!("caught up with the end offsets seen at start");
                     break;
@@ -340,14 +361,14 @@ impl Stop {
 
 /// Shares the offsets every table holds with the lag reporter.
 fn publish_committed(
-    assigned: &BTreeSet<i32>,
+    assigned: &BTreeSet<TopicPartition>,
     writer: &Writer,
-    shared: &std::sync::Mutex<std::collections::BTreeMap<i32, i64>>,
+    shared: &std::sync::Mutex<std::collections::BTreeMap<TopicPartition, i64>>,
 ) {
     let mut map = shared.lock().unwrap();
     map.clear();
     for p in assigned {
-        map.insert(*p, writer.committed(*p).unwrap_or(-1));
+        map.insert(p.clone(), writer.committed(p).unwrap_or(-1));
     }
 }
 
@@ -355,20 +376,19 @@ fn publish_committed(
 /// every table (the Delta log, not the group offsets) and the high watermark.
 async fn report_lag(
     consumer: Arc<crate::source::consumer::SourceConsumer>,
-    topic: String,
-    committed: Arc<std::sync::Mutex<std::collections::BTreeMap<i32, i64>>>,
+    committed: Arc<std::sync::Mutex<std::collections::BTreeMap<TopicPartition, i64>>>,
     metrics: Arc<Metrics>,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(10));
     loop {
         every.tick().await;
-        let owned: Vec<(i32, i64)> = committed.lock().unwrap().iter().map(|(p, c)| (*p, *c)).collect();
-        let (consumer, topic, metrics) = (consumer.clone(), topic.clone(), metrics.clone());
+        let owned: Vec<(TopicPartition, i64)> = committed.lock().unwrap().iter().map(|(p, c)| (p.clone(), *c)).collect();
+        let (consumer, metrics) = (consumer.clone(), metrics.clone());
         let _ = tokio::task::spawn_blocking(move || {
             for (p, c) in owned {
-                if let Ok((_, high)) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5)) {
-                    metrics.consumer_lag.get_or_create(&metrics.partition(p)).set((high - c - 1).max(0));
-                    metrics.committed_offset.get_or_create(&metrics.partition(p)).set(c);
+                if let Ok((_, high)) = consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) {
+                    metrics.consumer_lag.get_or_create(&metrics.partition(&p)).set((high - c - 1).max(0));
+                    metrics.committed_offset.get_or_create(&metrics.partition(&p)).set(c);
                 }
             }
         })
@@ -378,11 +398,15 @@ async fn report_lag(
 
 /// True when, for every assigned partition, `through(p)` (the last offset
 /// known to be done) reaches the end offset seen at assignment.
-fn all_through_end(assigned: &BTreeSet<i32>, ends: &HashMap<i32, Assignment>, through: impl Fn(i32) -> Option<i64>) -> bool {
+fn all_through_end(
+    assigned: &BTreeSet<TopicPartition>,
+    ends: &HashMap<TopicPartition, Assignment>,
+    through: impl Fn(&TopicPartition) -> Option<i64>,
+) -> bool {
     assigned.iter().all(|p| {
         let Some(a) = ends.get(p) else { return false };
         let nothing_to_read = a.end <= a.start.unwrap_or(0) || a.end <= 0;
-        nothing_to_read || through(*p).is_some_and(|o| o + 1 >= a.end)
+        nothing_to_read || through(p).is_some_and(|o| o + 1 >= a.end)
     })
 }
 
@@ -390,7 +414,7 @@ fn all_through_end(assigned: &BTreeSet<i32>, ends: &HashMap<i32, Assignment>, th
 /// with back-off while the lake is unreachable (a store that restarts during a
 /// rebalance must not stop the writer; found by tests/chaos). The records of
 /// these partitions wait in the channel meanwhile.
-async fn read_offsets(writer: &mut Writer, partitions: &[i32], metrics: &Metrics, stop: &Stop) -> anyhow::Result<()> {
+async fn read_offsets(writer: &mut Writer, partitions: &[TopicPartition], metrics: &Metrics, stop: &Stop) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(250);
     loop {
         match writer.assigned(partitions).await {
@@ -426,7 +450,25 @@ async fn flush(
     let bytes = batch.bytes();
     let (records, ranges) = batch.take();
     metrics.open_batch_records.set(0);
-    let decoded = Decoded::new(records, config.decode.max_record_bytes);
+    let mut decoded = Decoded::new(records, &writer.readers, config.decode.max_record_bytes).await;
+    if decoded.needs_evolution() {
+        // Fields without a column (on_new_column = "evolve"): grow the tables, then read the batch again.
+        let mut backoff = Duration::from_millis(250);
+        while let Err(e) = writer.evolve(&decoded).await {
+            if stop.overdue(SHUTDOWN_GRACE) {
+                bail!("stopping while new columns cannot be added ({e}); the batch is read again on restart");
+            }
+            tracing::warn!(error = %e, retry_in = ?backoff, "adding new columns failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        for (t, table) in writer.readers.iter().zip(&decoded.tables) {
+            if !table.new_columns.is_empty() {
+                metrics.schema_changes.get_or_create(&metrics.table(&t.reader.definition.name)).inc();
+            }
+        }
+        decoded = Decoded::new(decoded.records, &writer.readers, config.decode.max_record_bytes).await;
+    }
     let mut backoff = Duration::from_millis(250);
     let commits = loop {
         match writer.write(&decoded, &ranges).await {
@@ -458,7 +500,7 @@ async fn flush(
             version = c.outcome.version,
             records = c.outcome.rows,
             partitions = c.offsets.len(),
-            offsets = ?c.offsets,
+            offsets = %c.offsets.iter().map(|(tp, o)| format!("{tp}:{o}")).collect::<Vec<_>>().join(","),
             conflicts = c.conflicts,
             ms = c.duration.as_millis() as u64,
             "committed"
@@ -466,8 +508,24 @@ async fn flush(
     }
     metrics.records_consumed.inc_by(decoded.records.len() as u64);
     metrics.batch_records.observe(decoded.records.len() as f64);
-    for e in decoded.results.iter().filter_map(|r| r.as_ref().err()) {
+    for e in decoded.errors.iter().flatten() {
         metrics.quarantined.get_or_create(&metrics.kind(e.kind.as_str())).inc();
+    }
+    for (t, table) in writer.readers.iter().zip(&decoded.tables) {
+        for (field, count) in &table.ignored_fields {
+            let name = t.reader.definition.name.as_str();
+            let labels = vec![("table", name.to_string()), ("column", field.clone())];
+            let counter = metrics.columns_ignored.get_or_create(&labels);
+            if counter.get() == 0 {
+                tracing::warn!(
+                    table = name,
+                    field = %field,
+                    "records carry a field the table has no column for; its values are dropped (on_new_column = \"ignore\"; \
+                     bronze keeps the records whole; counted in lakestream_columns_ignored_total)"
+                );
+            }
+            counter.inc_by(*count);
+        }
     }
     if let Some(ts) = decoded.records.iter().filter_map(|r| r.timestamp_ms).max() {
         metrics.last_committed_ts_ms.fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
@@ -476,8 +534,8 @@ async fn flush(
     summary.quarantined += decoded.rejected() as u64;
     summary.batches += 1;
     summary.commits += commits.len() as u64;
-    let next: Vec<(i32, i64)> = ranges.values().map(|r| (r.partition, r.last + 1)).collect();
-    if let Err(e) = source.commit_to_group(&config.kafka.topic, &next) {
+    let next: Vec<(TopicPartition, i64)> = ranges.iter().map(|(tp, r)| (tp.clone(), r.last + 1)).collect();
+    if let Err(e) = source.commit_to_group(&next) {
         tracing::warn!(error = %e, "committing offsets to the consumer group failed (the Delta log is the source of truth)");
     }
     tracing::info!(records = decoded.records.len(), bytes, quarantined = decoded.rejected(), "batch written");

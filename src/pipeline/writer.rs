@@ -18,15 +18,20 @@
 //! our snapshot past it. For the same reason the snapshot only ever moves by
 //! our own commits (to exactly the version committed) or by a full re-read.
 //!
-//! Tables are written in a fixed order (bronze, quarantine, silver). A crash
+//! Tables are written in the registry's order ([`crate::tables::registry`]:
+//! bronze, quarantine, then each change table after its tombstones). A crash
 //! between two commits leaves the later tables behind; on restart each
-//! partition resumes after the lowest version of all tables, and each table
-//! skips what it already holds.
+//! partition resumes after the lowest version of the tables that read its
+//! topic, and each table skips what it already holds. What a table takes
+//! from the batch is its role's branch in `commit_one`; the tables
+//! themselves come from `tables/*.toml`.
 
-use crate::offsets::{app_id, OffsetRange};
-use crate::pipeline::decoded::Decoded;
+use crate::change::decode::Reader;
+use crate::change::Op;
+use crate::offsets::{app_id, OffsetRange, TopicPartition};
+use crate::pipeline::decoded::{Decoded, TableReader};
 use crate::tables::delta::TableError;
-use crate::change_event::Op;
+use crate::tables::registry::TableRole;
 use crate::tables::tombstones::{self, Tombstones};
 use crate::tables::{bronze, quarantine, silver, CommitOutcome, LakeTable};
 use chrono::Utc;
@@ -38,36 +43,19 @@ use std::time::{Duration, Instant};
 /// and retries from the top (with back-off).
 const MAX_CONFLICT_RETRIES: u32 = 20;
 
-/// What a table takes from a batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableRole {
-    /// Every record.
-    Bronze,
-    /// Records that failed to decode.
-    Quarantine,
-    /// The delete events (remembered so late events cannot resurrect a row).
-    Tombstones,
-    /// The change events, merged into the current state.
-    Silver,
-}
-
-impl TableRole {
-    /// The crash point right after this table's commit in a cycle.
-    fn after_commit_point(self) -> &'static str {
-        match self {
-            TableRole::Bronze => "cycle.after_bronze",
-            TableRole::Quarantine => "cycle.after_quarantine",
-            TableRole::Tombstones => "cycle.after_tombstones",
-            TableRole::Silver => "cycle.after_silver",
-        }
-    }
-}
-
 pub struct TableSink {
     pub role: TableRole,
     pub table: LakeTable,
+    /// The topic the table reads (None: every topic of the run).
+    pub topic: Option<String>,
     /// Last offset held, per partition, as of the loaded snapshot.
-    versions: BTreeMap<i32, Option<i64>>,
+    versions: BTreeMap<TopicPartition, Option<i64>>,
+}
+
+impl TableSink {
+    pub fn reads(&self, topic: &str) -> bool {
+        self.topic.as_deref().is_none_or(|t| t == topic)
+    }
 }
 
 /// What one table's commit did, for logs and metrics.
@@ -77,44 +65,101 @@ pub struct TableCommit {
     pub outcome: CommitOutcome,
     pub duration: Duration,
     pub conflicts: u32,
-    pub offsets: Vec<(i32, i64)>,
+    pub offsets: Vec<(TopicPartition, i64)>,
 }
 
 pub struct Writer {
-    pub topic: String,
     pub sinks: Vec<TableSink>,
-    /// Tombstones of the owned partitions (see [`crate::tables::tombstones`]).
-    pub tombstones: Tombstones,
+    /// The change tables, in the registry's order: how each reads its topic.
+    pub readers: Vec<TableReader>,
+    /// Per change table, the tombstones of the owned partitions (see [`crate::tables::tombstones`]).
+    pub tombstones: Vec<Tombstones>,
 }
 
 impl Writer {
-    pub fn new(topic: String, tables: Vec<(TableRole, LakeTable)>) -> Writer {
-        let sinks = tables
+    /// `default_topic` is `kafka.topic`, which definitions name as `topic = "kafka.topic"`.
+    pub fn new(default_topic: &str, tables: Vec<(TableRole, LakeTable)>) -> Writer {
+        let readers: Vec<TableReader> = crate::tables::registry::change_tables()
             .into_iter()
-            .map(|(role, table)| TableSink { role, table, versions: BTreeMap::new() })
+            .map(|d| TableReader { reader: Reader::new(d).expect("a change table"), topic: crate::tables::registry::topic_of(d, default_topic) })
             .collect();
-        Writer { topic, sinks, tombstones: Tombstones::default() }
+        let sinks: Vec<TableSink> = tables
+            .into_iter()
+            .map(|(role, table)| {
+                let topic = match role {
+                    TableRole::Tombstones { of } => Some(readers[of].topic.clone()),
+                    TableRole::Change { index } => Some(readers[index].topic.clone()),
+                    TableRole::Bronze | TableRole::Quarantine => None,
+                };
+                TableSink { role, table, topic, versions: BTreeMap::new() }
+            })
+            .collect();
+        let tombstones = readers.iter().map(|_| Tombstones::default()).collect();
+        Writer { sinks, readers, tombstones }
+    }
+
+    /// Grows the change tables by the columns a decoded batch found
+    /// (`on_new_column = "evolve"`), then reads them in: decode the batch again after.
+    pub async fn evolve(&mut self, decoded: &Decoded) -> Result<(), TableError> {
+        for (index, t) in decoded.tables.iter().enumerate() {
+            if t.new_columns.is_empty() {
+                continue;
+            }
+            let columns: Vec<_> = t.new_columns.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let sink = self.sinks.iter_mut().find(|s| s.role == TableRole::Change { index }).expect("every change table has a sink");
+            crate::tables::evolution::add_columns(&mut sink.table, &columns).await?;
+        }
+        self.adopt_evolved_columns()
+    }
+
+    /// Reads the columns each change table grew (by this writer or another)
+    /// into its reader, so that their fields are decoded as columns.
+    pub fn adopt_evolved_columns(&mut self) -> Result<(), TableError> {
+        for sink in &self.sinks {
+            let TableRole::Change { index } = sink.role else { continue };
+            let base = crate::tables::definition::get(sink.table.name());
+            let extra = crate::tables::evolution::evolved_columns(&sink.table, base)?;
+            let current = self.readers[index].reader.definition;
+            if current.columns.len() != base.columns.len() + extra.len() {
+                let definition = crate::tables::evolution::evolved_definition(base, &extra);
+                self.readers[index].reader = Reader::new(definition).expect("a change table");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the tombstones written before `cutoff` (see [`Tombstones::expire`]).
+    pub fn expire_tombstones(&mut self, cutoff: chrono::DateTime<Utc>) -> (usize, usize) {
+        let forgotten = self.tombstones.iter_mut().map(|t| t.expire(cutoff)).sum();
+        (forgotten, self.tombstones.iter().map(Tombstones::len).sum())
     }
 
     /// Reloads every table and reads the versions of newly assigned partitions.
-    pub async fn assigned(&mut self, partitions: &[i32]) -> Result<(), TableError> {
+    pub async fn assigned(&mut self, partitions: &[TopicPartition]) -> Result<(), TableError> {
         if crate::failpoint::fails("writer.assigned") {
             return Err(TableError::Injected("writer.assigned"));
         }
         for sink in &mut self.sinks {
             sink.table.refresh().await?;
             sink.versions.clear();
-            load_versions(sink, &self.topic, partitions).await?;
-            if sink.role == TableRole::Tombstones {
-                self.tombstones.forget_partitions(partitions);
-                self.tombstones.load(&sink.table, partitions).await?;
+            let mine: Vec<TopicPartition> = partitions.iter().filter(|tp| sink.reads(&tp.topic)).cloned().collect();
+            load_versions(sink, &mine).await?;
+            if let TableRole::Tombstones { of } = sink.role {
+                let definition = crate::tables::definition::get(sink.table.name());
+                let key = &self.readers[of].reader.definition.primary_key;
+                let numbers: Vec<i32> = mine.iter().map(|tp| tp.partition).collect();
+                self.tombstones[of].forget_partitions(&numbers);
+                self.tombstones[of].load(&sink.table, definition, key, &numbers).await?;
             }
         }
-        Ok(())
+        self.adopt_evolved_columns()
     }
 
-    pub fn revoked(&mut self, partitions: &[i32]) {
-        self.tombstones.forget_partitions(partitions);
+    pub fn revoked(&mut self, partitions: &[TopicPartition]) {
+        for (t, reader) in self.tombstones.iter_mut().zip(&self.readers) {
+            let numbers: Vec<i32> = partitions.iter().filter(|tp| tp.topic == reader.topic).map(|tp| tp.partition).collect();
+            t.forget_partitions(&numbers);
+        }
         for sink in &mut self.sinks {
             for p in partitions {
                 sink.versions.remove(p);
@@ -122,11 +167,12 @@ impl Writer {
         }
     }
 
-    /// The lowest offset all tables hold for a partition (None: some table holds nothing).
-    pub fn committed(&self, partition: i32) -> Option<i64> {
+    /// The lowest offset all tables that read its topic hold for a partition
+    /// (None: some table holds nothing).
+    pub fn committed(&self, tp: &TopicPartition) -> Option<i64> {
         let mut low: Option<i64> = None;
-        for sink in &self.sinks {
-            let v = sink.versions.get(&partition).copied().flatten()?;
+        for sink in self.sinks.iter().filter(|s| s.reads(&tp.topic)) {
+            let v = sink.versions.get(tp).copied().flatten()?;
             low = Some(low.map_or(v, |l| l.min(v)));
         }
         low
@@ -134,77 +180,93 @@ impl Writer {
 
     /// Writes the batch to every table. Idempotent: called again with the
     /// same batch after a failure, it writes only what is missing.
-    pub async fn write(&mut self, batch: &Decoded, ranges: &BTreeMap<i32, OffsetRange>) -> Result<Vec<TableCommit>, TableError> {
+    pub async fn write(&mut self, batch: &Decoded, ranges: &BTreeMap<TopicPartition, OffsetRange>) -> Result<Vec<TableCommit>, TableError> {
+        // Kafka tombstones take the sequence of what they delete, read before
+        // any table commits: the tombstones table and the change table must agree.
+        let mut resolved = Vec::with_capacity(self.readers.len());
+        for (index, t) in self.readers.iter().enumerate() {
+            let events = batch.records.iter().zip(&batch.tables[index].events).filter_map(|(r, e)| e.as_ref().map(|e| (r, e)));
+            let has_tombstones = batch.tables[index].events.iter().flatten().any(|e| e.kafka_tombstone);
+            let table = self.sinks.iter().find(|s| s.role == TableRole::Change { index }).map(|s| &s.table);
+            let r = match (has_tombstones, table) {
+                (true, Some(table)) => silver::resolve_kafka_tombstones(table, &t.reader, events, |k| self.tombstones[index].seq(k)).await?,
+                _ => silver::Resolved::new(),
+            };
+            resolved.push(r);
+        }
         let mut commits = Vec::new();
         for sink in &mut self.sinks {
-            if let Some(c) = commit_one(sink, &self.topic, batch, ranges, &mut self.tombstones).await? {
+            let cycle = Cycle { batch, ranges, readers: &self.readers, resolved: &resolved };
+            if let Some(c) = commit_one(sink, &cycle, &mut self.tombstones).await? {
                 commits.push(c);
                 crate::failpoint::hit(sink.role.after_commit_point());
+                crate::failpoint::hit(&format!("cycle.after:{}", sink.table.name()));
             }
         }
         Ok(commits)
     }
 }
 
-async fn load_versions(sink: &mut TableSink, topic: &str, partitions: &[i32]) -> Result<(), TableError> {
-    let held = held_offsets(&sink.table, topic, partitions).await?;
+async fn load_versions(sink: &mut TableSink, partitions: &[TopicPartition]) -> Result<(), TableError> {
+    let held = held_offsets(&sink.table, partitions).await?;
     sink.versions.extend(held);
     Ok(())
 }
 
 /// The last offset `table` holds for each of `partitions` (None: nothing yet),
 /// read in one pass over its log.
-pub async fn held_offsets(table: &LakeTable, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, Option<i64>>, TableError> {
-    let ids: Vec<String> = partitions.iter().map(|&p| app_id(table.name(), topic, p)).collect();
+pub async fn held_offsets(table: &LakeTable, partitions: &[TopicPartition]) -> Result<BTreeMap<TopicPartition, Option<i64>>, TableError> {
+    let ids: Vec<String> = partitions.iter().map(|tp| app_id(table.name(), &tp.topic, tp.partition)).collect();
     let versions = table.txn_versions(&ids).await?;
-    Ok(partitions.iter().zip(&ids).map(|(&p, id)| (p, versions.get(id).copied().flatten())).collect())
+    Ok(partitions.iter().zip(&ids).map(|(tp, id)| (tp.clone(), versions.get(id).copied().flatten())).collect())
 }
 
-async fn commit_one(
-    sink: &mut TableSink,
-    topic: &str,
-    batch: &Decoded,
-    ranges: &BTreeMap<i32, OffsetRange>,
-    tombstone_state: &mut Tombstones,
-) -> Result<Option<TableCommit>, TableError> {
+/// What every table's commit in one cycle reads.
+struct Cycle<'a> {
+    batch: &'a Decoded,
+    ranges: &'a BTreeMap<TopicPartition, OffsetRange>,
+    readers: &'a [TableReader],
+    resolved: &'a [silver::Resolved],
+}
+
+async fn commit_one(sink: &mut TableSink, cycle: &Cycle<'_>, tombstone_state: &mut [Tombstones]) -> Result<Option<TableCommit>, TableError> {
+    let Cycle { batch, ranges, readers, resolved } = *cycle;
     let started = Instant::now();
     let mut conflicts = 0;
     // Partitions assigned without a version read (should not happen) are read now.
-    let unknown: Vec<i32> = ranges.keys().copied().filter(|p| !sink.versions.contains_key(p)).collect();
+    let unknown: Vec<TopicPartition> =
+        ranges.keys().filter(|tp| sink.reads(&tp.topic) && !sink.versions.contains_key(*tp)).cloned().collect();
     if !unknown.is_empty() {
-        load_versions(sink, topic, &unknown).await?;
+        load_versions(sink, &unknown).await?;
     }
     loop {
         let mut txns = Vec::new();
         let mut offsets = Vec::new();
         let now_ms = Utc::now().timestamp_millis();
-        for (&p, held) in &sink.versions {
-            let version = match ranges.get(&p) {
+        for (tp, held) in &sink.versions {
+            let version = match ranges.get(tp) {
                 Some(range) if held.is_none_or(|v| v < range.last) => {
-                    offsets.push((p, range.last));
+                    offsets.push((tp.clone(), range.last));
                     range.last
                 }
                 // Owned but nothing new: re-assert the version (-1: nothing yet) so
                 // that a concurrent commit for this partition is a conflict.
                 _ => held.unwrap_or(-1),
             };
-            txns.push(Transaction::new_with_last_update(app_id(sink.table.name(), topic, p), version, Some(now_ms)));
+            txns.push(Transaction::new_with_last_update(app_id(sink.table.name(), &tp.topic, tp.partition), version, Some(now_ms)));
         }
         if offsets.is_empty() {
             return Ok(None); // the table holds the whole batch already
         }
+        let held: std::collections::HashMap<(&str, i32), Option<i64>> =
+            sink.versions.iter().map(|(tp, v)| ((tp.topic.as_str(), tp.partition), *v)).collect();
+        let reads_all = sink.topic.is_none();
+        let topic = sink.topic.as_deref();
         let wanted = |r: &crate::source::record::KafkaRecord| {
-            sink.versions.get(&r.partition).copied().flatten().is_none_or(|v| r.offset > v)
+            (reads_all || topic == Some(r.topic.as_str()))
+                && held.get(&(r.topic.as_str(), r.partition)).copied().flatten().is_none_or(|v| r.offset > v)
         };
         let now = Utc::now();
-        let events = || {
-            batch
-                .records
-                .iter()
-                .zip(&batch.results)
-                .filter(|(r, _)| wanted(r))
-                .filter_map(|(r, res)| res.as_ref().ok().map(|e| (r, e)))
-        };
         let committed = match sink.role {
             TableRole::Bronze => {
                 let selected: Vec<_> = batch.records.iter().filter(|r| wanted(r)).collect();
@@ -214,31 +276,54 @@ async fn commit_one(
                 let selected: Vec<_> = batch
                     .records
                     .iter()
-                    .zip(&batch.results)
-                    .filter_map(|(r, res)| res.as_ref().err().map(|e| (r, e)))
+                    .zip(&batch.errors)
+                    .filter_map(|(r, e)| e.as_ref().map(|e| (r, e)))
                     .filter(|(r, _)| wanted(r))
                     .collect();
                 sink.table.append(Some(quarantine::rows(selected.into_iter(), now)), txns).await
             }
-            TableRole::Tombstones => {
-                let deletes = events().filter(|(_, e)| e.op == Op::Delete);
-                let result = sink.table.append(Some(tombstones::rows(deletes, now)), txns).await;
+            TableRole::Tombstones { of } => {
+                let reader = &readers[of].reader;
+                let events = batch.records.iter().zip(&batch.tables[of].events).filter(|(r, _)| wanted(r));
+                let deletes: Vec<_> = events
+                    .filter_map(|(r, e)| e.as_ref().map(|e| (r, e)))
+                    .filter(|(_, e)| e.op == Op::Delete)
+                    .filter_map(|(r, e)| {
+                        let seq = if e.kafka_tombstone { resolved[of].get(&(r.partition, r.offset)).cloned()? } else { e.seq.clone() };
+                        Some((r, &e.key, seq))
+                    })
+                    .collect();
+                let definition = crate::tables::definition::get(sink.table.name());
+                let key_types: Vec<_> = reader.key.iter().map(|i| reader.fields[*i].0.data_type.clone()).collect();
+                let rows = tombstones::rows(definition, &reader.definition.primary_key, &key_types, &deletes, now)
+                    .expect("tombstone columns match their definition (checked at start)");
+                let result = sink.table.append(Some(rows), txns).await;
                 if result.is_ok() {
-                    for (r, e) in events().filter(|(_, e)| e.op == Op::Delete) {
-                        tombstone_state.record(e.key.clone(), e.seq, r.partition, now);
+                    for (r, key, seq) in deletes {
+                        tombstone_state[of].record(key.clone(), seq, r.partition, now);
                     }
                 }
                 result
             }
-            TableRole::Silver => {
-                let changes = silver::newest_per_key(events(), |k| tombstone_state.seq(k));
-                silver::merge(&mut sink.table, silver::source_rows(&changes, now), txns).await
+            TableRole::Change { index } => {
+                let reader = &readers[index].reader;
+                let table_batch = &batch.tables[index];
+                let events = batch
+                    .records
+                    .iter()
+                    .zip(&table_batch.events)
+                    .filter(|(r, _)| wanted(r))
+                    .filter_map(|(r, e)| e.as_ref().map(|e| (r, e)));
+                let changes = silver::newest_per_key(events, &resolved[index], |k| tombstone_state[index].seq(k));
+                let source = silver::source_rows(reader, &table_batch.rows, &changes, now)
+                    .expect("change table columns match their definition (checked at start)");
+                silver::merge(&mut sink.table, reader, source, txns).await
             }
         };
         match committed {
             Ok(outcome) => {
-                for (p, last) in &offsets {
-                    sink.versions.insert(*p, Some(*last));
+                for (tp, last) in &offsets {
+                    sink.versions.insert(tp.clone(), Some(*last));
                 }
                 return Ok(Some(TableCommit {
                     table: sink.table.name(),
@@ -252,8 +337,8 @@ async fn commit_one(
                 conflicts += 1;
                 tracing::warn!(table = sink.table.name(), error = %e, conflicts, "commit conflict; reloading the table and its offsets");
                 sink.table.refresh().await?;
-                let owned: Vec<i32> = sink.versions.keys().copied().collect();
-                load_versions(sink, topic, &owned).await?;
+                let owned: Vec<TopicPartition> = sink.versions.keys().cloned().collect();
+                load_versions(sink, &owned).await?;
             }
             Err(e) => return Err(e),
         }

@@ -4,7 +4,7 @@
 pub mod mutations;
 pub mod topic;
 
-use crate::change_event::{Envelope, Source};
+use crate::order_line::{Envelope, Source};
 use crate::config::KafkaConfig;
 use crate::dataset;
 use crate::source::client::client_config;

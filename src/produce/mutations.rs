@@ -14,7 +14,7 @@
 //! `seq` numbers events in the order the source made them, from 1; delivery
 //! order differs from it only for re-deliveries and out-of-order pairs.
 
-use crate::change_event::Op;
+use crate::change::Op;
 use crate::order_line::OrderLine;
 use std::collections::HashMap;
 

@@ -13,6 +13,7 @@
 //! the tables, and the txn conflict check stops a stale commit.
 
 use crate::config::KafkaConfig;
+use crate::offsets::TopicPartition;
 use crate::source::client::{client_config, describe};
 use crate::source::record::KafkaRecord;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 /// A partition given to this writer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
-    pub partition: i32,
+    pub tp: TopicPartition,
     /// The offset consumption starts at (None: the beginning of the partition).
     pub start: Option<i64>,
     /// The partition's end (high watermark) when it was assigned.
@@ -41,16 +42,16 @@ pub enum SourceEvent {
     Record(KafkaRecord),
     Assigned(Vec<Assignment>),
     /// Commit what you hold of these partitions, then answer.
-    Revoked(Vec<i32>, oneshot::Sender<()>),
+    Revoked(Vec<TopicPartition>, oneshot::Sender<()>),
     /// The consumer cannot go on (e.g. the tables' offsets cannot be read).
     Fatal(String),
 }
 
 /// Reads, for each partition, the offset to resume at (None: from the beginning).
-pub type ResumeFn = dyn Fn(&[i32]) -> Result<HashMap<i32, Option<i64>>, String> + Send + Sync;
+pub type ResumeFn = dyn Fn(&[TopicPartition]) -> Result<HashMap<TopicPartition, Option<i64>>, String> + Send + Sync;
 
 pub struct SourceContext {
-    topic: String,
+    topics: Vec<String>,
     resume: Arc<ResumeFn>,
     events: mpsc::Sender<SourceEvent>,
     revoke_wait: Duration,
@@ -71,7 +72,7 @@ impl ConsumerContext for SourceContext {
         match err {
             RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let partitions = partitions_of(tpl, &self.topic);
+                let partitions = partitions_of(tpl, &self.topics);
                 let (ack, done) = oneshot::channel();
                 if !self.stopping.load(Ordering::SeqCst)
                     && self.events.blocking_send(SourceEvent::Revoked(partitions.clone(), ack)).is_ok() {
@@ -96,7 +97,7 @@ impl ConsumerContext for SourceContext {
 
 impl SourceContext {
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let partitions = partitions_of(tpl, &self.topic);
+        let partitions = partitions_of(tpl, &self.topics);
         let mut backoff = Duration::from_millis(200);
         let mut attempts = 0;
         // The tables are the source of truth: without their offsets we must not consume.
@@ -118,20 +119,20 @@ impl SourceContext {
             }
         };
         let mut assignments = Vec::with_capacity(partitions.len());
-        for &p in &partitions {
-            let start = resume.get(&p).copied().flatten();
+        for tp in &partitions {
+            let start = resume.get(tp).copied().flatten();
             let offset = start.map_or(Offset::Beginning, Offset::Offset);
-            if let Err(e) = tpl.set_partition_offset(&self.topic, p, offset) {
-                tracing::error!(partition = p, error = %e, "cannot set the start offset");
+            if let Err(e) = tpl.set_partition_offset(&tp.topic, tp.partition, offset) {
+                tracing::error!(partition = %tp, error = %e, "cannot set the start offset");
             }
-            let end = match consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10)) {
+            let end = match consumer.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(10)) {
                 Ok((_, high)) => high,
                 Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "cannot read the partition's end offset");
+                    tracing::warn!(partition = %tp, error = %e, "cannot read the partition's end offset");
                     -1
                 }
             };
-            assignments.push(Assignment { partition: p, start, end });
+            assignments.push(Assignment { tp: tp.clone(), start, end });
         }
         if let Err(e) = consumer.assign(tpl) {
             let _ = self.events.blocking_send(SourceEvent::Fatal(format!("cannot assign partitions: {e}")));
@@ -142,8 +143,13 @@ impl SourceContext {
     }
 }
 
-fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
-    let mut v: Vec<i32> = tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect();
+fn partitions_of(tpl: &TopicPartitionList, topics: &[String]) -> Vec<TopicPartition> {
+    let mut v: Vec<TopicPartition> = tpl
+        .elements()
+        .iter()
+        .filter(|e| topics.iter().any(|t| t == e.topic()))
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect();
     v.sort_unstable();
     v
 }
@@ -171,9 +177,10 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Creates the consumer, subscribes and starts the poll thread.
+    /// Creates the consumer, subscribes to `topics` and starts the poll thread.
     pub fn start(
         k: &KafkaConfig,
+        topics: &[String],
         resume: Arc<ResumeFn>,
         events: mpsc::Sender<SourceEvent>,
     ) -> Result<KafkaSource, String> {
@@ -196,7 +203,7 @@ impl KafkaSource {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let context = SourceContext {
-            topic: k.topic.clone(),
+            topics: topics.to_vec(),
             resume,
             events: events.clone(),
             revoke_wait: Duration::from_secs(60),
@@ -204,9 +211,10 @@ impl KafkaSource {
         };
         let consumer: SourceConsumer =
             cfg.create_with_context(context).map_err(|e| describe(k, "cannot create the Kafka consumer", &e))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer
-            .subscribe(&[&k.topic])
-            .map_err(|e| describe(k, &format!("cannot subscribe to topic {}", k.topic), &e))?;
+            .subscribe(&names)
+            .map_err(|e| describe(k, &format!("cannot subscribe to topics {}", names.join(", ")), &e))?;
         let consumer = Arc::new(consumer);
         let thread = {
             let consumer = consumer.clone();
@@ -221,21 +229,21 @@ impl KafkaSource {
 
     /// Commits `next offsets` (last written + 1) to the consumer group so that
     /// standard lag tools see progress. The Delta log stays the source of truth.
-    pub fn commit_to_group(&self, topic: &str, next: &[(i32, i64)]) -> KafkaResult<()> {
+    pub fn commit_to_group(&self, next: &[(TopicPartition, i64)]) -> KafkaResult<()> {
         let mut tpl = TopicPartitionList::new();
-        for &(p, o) in next {
-            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+        for (tp, o) in next {
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*o))?;
         }
         self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async)
     }
 
     /// The next offset the consumer will fetch, per assigned partition.
-    pub fn positions(&self) -> HashMap<i32, i64> {
+    pub fn positions(&self) -> HashMap<TopicPartition, i64> {
         let mut out = HashMap::new();
         if let Ok(tpl) = self.consumer.position() {
             for e in tpl.elements() {
                 if let Offset::Offset(o) = e.offset() {
-                    out.insert(e.partition(), o);
+                    out.insert(TopicPartition::new(e.topic(), e.partition()), o);
                 }
             }
         }

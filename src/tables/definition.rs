@@ -10,6 +10,7 @@
 //! and the code that fills it cannot drift apart silently: [`check_all`] runs
 //! every builder on no rows at start and names the file and the column.
 
+use crate::change::spec::{self as change_spec, ChangeSpec, ColumnSource, Meta, RawChange, RawColumnSource, TimestampUnit};
 use deltalake::arrow::array::{new_null_array, ArrayRef};
 use deltalake::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
@@ -17,7 +18,8 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, LazyLock};
 
-/// The definitions, as compiled in: (file, text).
+/// The definitions, as compiled in: (file, text). `--tables DIR` (or
+/// `LAKESTREAM_TABLES`) reads a directory instead: see [`use_dir`].
 const FILES: [(&str, &str); 4] = [
     ("tables/bronze_orders.toml", include_str!("../../tables/bronze_orders.toml")),
     ("tables/quarantine_orders.toml", include_str!("../../tables/quarantine_orders.toml")),
@@ -41,6 +43,10 @@ pub struct ColumnDefinition {
     pub data_type: DataType,
     pub nullable: bool,
     pub comment: Option<String>,
+    /// Where the value comes from, in a change table (or a tombstones table).
+    pub source: Option<ColumnSource>,
+    /// The line of its `name` in the definition file, for messages.
+    pub line: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +64,8 @@ pub struct TableDefinition {
     pub primary_key: Vec<String>,
     pub sequence_column: Option<String>,
     pub source: TableSource,
+    /// How a change table reads its topic (`[change]`).
+    pub change: Option<ChangeSpec>,
     pub properties: BTreeMap<String, String>,
     pub schema: SchemaRef,
 }
@@ -75,6 +83,8 @@ struct RawTable {
     #[serde(default)]
     sequence_column: Option<toml::Spanned<String>>,
     source: TableSource,
+    #[serde(default)]
+    change: Option<toml::Spanned<RawChange>>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
     columns: Vec<RawColumn>,
@@ -100,6 +110,40 @@ struct RawColumn {
     nullable: bool,
     #[serde(default)]
     comment: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    expr: Option<String>,
+    #[serde(default)]
+    meta: Option<Meta>,
+    #[serde(default)]
+    required: bool,
+    #[serde(default)]
+    null_if: Vec<String>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    min: Option<i64>,
+    #[serde(default)]
+    unit: Option<TimestampUnit>,
+    #[serde(default)]
+    numbers_as_text: bool,
+}
+
+impl RawColumn {
+    fn source(&self) -> RawColumnSource {
+        RawColumnSource {
+            from: self.from.clone(),
+            expr: self.expr.clone(),
+            meta: self.meta,
+            required: self.required,
+            null_if: self.null_if.clone(),
+            pattern: self.pattern.clone(),
+            min: self.min,
+            unit: self.unit,
+            numbers_as_text: self.numbers_as_text,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -167,12 +211,20 @@ pub fn parse(file: &'static str, text: &str) -> Result<TableDefinition, Definiti
             return Err(err(c.name.span().start, format!("column `{name}` is defined twice")));
         }
         let data_type = parse_type(c.data_type.get_ref()).map_err(|r| err(c.data_type.span().start, format!("column `{name}`: {r}")))?;
+        let raw_source = c.source();
+        let source = if raw.change.is_some() || !raw_source.is_empty() {
+            Some(raw_source.build(name, &data_type).map_err(|r| err(c.name.span().start, r))?)
+        } else {
+            None
+        };
         columns.push(ColumnDefinition {
             name: name.to_string(),
             type_text: c.data_type.get_ref().to_ascii_lowercase(),
             data_type,
             nullable: c.nullable,
             comment: c.comment.clone(),
+            source,
+            line: line_of(text, c.name.span().start),
         });
     }
     if columns.is_empty() {
@@ -195,11 +247,15 @@ pub fn parse(file: &'static str, text: &str) -> Result<TableDefinition, Definiti
     }
     if let Some(seq) = &raw.sequence_column {
         match column(seq.get_ref()) {
-            Some(c) if c.data_type == DataType::Int64 => {}
-            Some(_) => return Err(err(seq.span().start, format!("sequence column `{}` must be a bigint", seq.get_ref()))),
+            Some(c) if matches!(c.data_type, DataType::Int64 | DataType::Utf8) => {}
+            Some(_) => return Err(err(seq.span().start, format!("sequence column `{}` must be a bigint or a string", seq.get_ref()))),
             None => return Err(err(seq.span().start, format!("sequence column `{}` is not a column", seq.get_ref()))),
         }
     }
+    let change = match &raw.change {
+        Some(c) => Some(change_table(&raw, c, &columns).map_err(|(offset, reason)| err(offset, reason))?),
+        None => None,
+    };
     for (field, value) in [(&raw.name, "name"), (&raw.sql_name, "sql_name"), (&raw.path, "path")] {
         if field.get_ref().trim().is_empty() {
             return Err(err(field.span().start, format!("{value} is empty")));
@@ -219,22 +275,150 @@ pub fn parse(file: &'static str, text: &str) -> Result<TableDefinition, Definiti
         primary_key: raw.primary_key.map(|p| p.into_inner()).unwrap_or_default(),
         sequence_column: raw.sequence_column.map(|s| s.into_inner()),
         source: raw.source,
+        change,
         properties: raw.properties,
         schema,
     })
 }
 
+/// Checks a change table's `[change]` section against its columns.
+fn change_table(raw: &RawTable, spanned: &toml::Spanned<RawChange>, columns: &[ColumnDefinition]) -> Result<ChangeSpec, (usize, String)> {
+    let at = spanned.span().start;
+    let c = spanned.get_ref();
+    let column = |name: &str| columns.iter().find(|c| c.name == name);
+    let is_field = |name: &str| matches!(column(name).and_then(|c| c.source.as_ref()), Some(ColumnSource::Field(_)));
+    let pk = raw.primary_key.as_ref().ok_or((at, "a change table needs a primary_key".to_string()))?;
+    if pk.get_ref().is_empty() {
+        return Err((pk.span().start, "primary_key is empty".into()));
+    }
+    if let Some(k) = pk.get_ref().iter().find(|k| !is_field(k)) {
+        return Err((pk.span().start, format!("primary key column `{k}` must be read from the row image (not expr or meta)")));
+    }
+    let seq = raw.sequence_column.as_ref().ok_or((at, "a change table needs a sequence_column (a column with meta = \"sequence\")".to_string()))?;
+    let seq_column = column(seq.get_ref()).ok_or((seq.span().start, format!("sequence column `{}` is not a column", seq.get_ref())))?;
+    if !matches!(seq_column.source, Some(ColumnSource::Meta(Meta::Sequence))) {
+        return Err((seq.span().start, format!("sequence column `{}` must have meta = \"sequence\"", seq.get_ref())));
+    }
+    let bigint = seq_column.data_type == DataType::Int64;
+    let span_of = |s: &Option<toml::Spanned<Vec<change_spec::RawAlternative>>>| s.as_ref().map_or(at, |s| s.span().start);
+    let sequence_by = change_spec::alternatives(c.sequence_by.as_ref().map(|s| s.get_ref().as_slice()).unwrap_or(&[]), bigint, "sequence_by")
+        .map_err(|r| (span_of(&c.sequence_by), r))?;
+    if sequence_by.is_empty() && c.format.get_ref() == &change_spec::Format::Debezium {
+        return Err((at, "sequence_by: a debezium table needs at least one alternative (e.g. { fields = [\"source.lsn\"] })".into()));
+    }
+    let row_sequence_by = change_spec::alternatives(c.row_sequence_by.as_ref().map(|s| s.get_ref().as_slice()).unwrap_or(&[]), bigint, "row_sequence_by")
+        .map_err(|r| (span_of(&c.row_sequence_by), r))?;
+    if let Some(t) = &c.key_text {
+        if !pk.get_ref().contains(t.get_ref()) {
+            return Err((t.span().start, format!("key_text `{}` is not a primary key column", t.get_ref())));
+        }
+    }
+    for p in raw.partition_by.get_ref() {
+        if matches!(column(p).and_then(|c| c.source.as_ref()), Some(ColumnSource::Meta(_))) {
+            return Err((raw.partition_by.span().start, format!("partition column `{p}` cannot be a meta column")));
+        }
+    }
+    if let Some(expr) = &c.apply_as_deletes {
+        if crate::change::derive::identifiers(expr.get_ref()).is_empty() {
+            return Err((expr.span().start, format!("apply_as_deletes `{}` reads no field", expr.get_ref())));
+        }
+    }
+    Ok(ChangeSpec {
+        format: *c.format.get_ref(),
+        tombstones: c.tombstones.as_ref().map(|t| t.get_ref().clone()),
+        key_text: c.key_text.as_ref().map(|t| t.get_ref().clone()),
+        sequence_by,
+        row_sequence_by,
+        apply_as_deletes: c.apply_as_deletes.as_ref().map(|a| a.get_ref().clone()),
+        on_new_column: c.on_new_column,
+        ignore_fields: c.ignore_fields.clone(),
+    })
+}
+
+/// The definition files to use instead of the compiled ones, set once at start.
+static DIR_FILES: std::sync::OnceLock<Result<Vec<(&'static str, &'static str)>, DefinitionError>> = std::sync::OnceLock::new();
+
+/// Reads the table definitions from `dir` (every `*.toml`, by name) instead
+/// of the compiled ones: a new table is a file, not a build. Call before
+/// anything reads a definition; the first call wins.
+pub fn use_dir(dir: &std::path::Path) {
+    DIR_FILES.get_or_init(|| {
+        let unreadable = |reason: String| DefinitionError { file: dir.display().to_string(), line: 1, reason };
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| unreadable(format!("cannot read the tables directory: {e}")))?;
+        let mut paths: Vec<std::path::PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|e| unreadable(format!("cannot read {}: {e}", path.display())))?;
+            let file: &'static str = Box::leak(path.display().to_string().into_boxed_str());
+            files.push((file, &*Box::leak(text.into_boxed_str())));
+        }
+        if files.is_empty() {
+            return Err(unreadable("no *.toml table definitions".into()));
+        }
+        Ok(files)
+    });
+}
+
 static DEFINITIONS: LazyLock<Result<Vec<TableDefinition>, DefinitionError>> = LazyLock::new(|| {
+    let files: Vec<(&'static str, &'static str)> = match DIR_FILES.get() {
+        Some(Ok(files)) => files.clone(),
+        Some(Err(e)) => return Err(e.clone()),
+        None => FILES.to_vec(),
+    };
     let mut out: Vec<TableDefinition> = Vec::new();
-    for (file, text) in FILES {
+    for (file, text) in files {
         let d = parse(file, text)?;
         if let Some(other) = out.iter().find(|o| o.name == d.name || o.sql_name == d.sql_name || o.path == d.path) {
-            return Err(DefinitionError { file: file.into(), line: 1, reason: format!("name, sql_name or path also used by {}", other.file) });
+            return Err(DefinitionError {
+                file: file.into(),
+                line: 1,
+                reason: format!("name, sql_name or path also used by {} (two tables on one path?)", other.file),
+            });
         }
         out.push(d);
     }
+    check_references(&out)?;
     Ok(out)
 });
+
+/// Cross-file checks: the roles every lake needs, and each change table's tombstones table.
+fn check_references(all: &[TableDefinition]) -> Result<(), DefinitionError> {
+    let at = |d: &TableDefinition, needle: &str, reason: String| DefinitionError {
+        file: d.file.to_string(),
+        line: d_line(d, needle),
+        reason,
+    };
+    for d in all.iter().filter(|d| d.change.is_some()) {
+        let spec = d.change.as_ref().expect("filtered");
+        if let Some(t) = &spec.tombstones {
+            let Some(tomb) = all.iter().find(|o| &o.name == t) else {
+                return Err(at(d, "tombstones", format!("tombstones table `{t}` is not defined in tables/")));
+            };
+            for k in &d.primary_key {
+                let (want, have) = (d.column(k).map(|c| &c.data_type), tomb.column(k).map(|c| &c.data_type));
+                if want != have {
+                    return Err(at(tomb, "[[columns]]", format!("tombstones of {}: needs key column `{k}` of the same type as {}", d.name, d.file)));
+                }
+            }
+            let seq_type = d.sequence_column.as_deref().and_then(|s| d.column(s)).map(|c| &c.data_type);
+            let has_seq = tomb.columns.iter().any(|c| matches!(c.source, Some(ColumnSource::Meta(Meta::Sequence))) && Some(&c.data_type) == seq_type);
+            if !has_seq {
+                return Err(at(tomb, "[[columns]]", format!("tombstones of {}: needs a column with meta = \"sequence\" of the sequence column's type", d.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The line of a definition's file where `needle` first appears (1 if not found).
+fn d_line(d: &TableDefinition, needle: &str) -> usize {
+    let text = match DIR_FILES.get() {
+        Some(Ok(files)) => files.iter().find(|(f, _)| *f == d.file).map(|(_, t)| *t),
+        _ => FILES.iter().find(|(f, _)| *f == d.file).map(|(_, t)| *t),
+    };
+    text.and_then(|t| t.find(needle).map(|o| line_of(t, o))).unwrap_or(1)
+}
 
 /// Every definition, or the first error (file, line, reason).
 pub fn all() -> Result<&'static [TableDefinition], DefinitionError> {
@@ -259,7 +443,7 @@ impl TableDefinition {
     /// The columns a row builder filled, in the definition's order. Every
     /// column must be filled with the defined type, except nullable ones
     /// (null), and nothing undefined may be filled.
-    pub fn batch(&self, filled: Vec<(&'static str, ArrayRef)>, rows: usize) -> Result<RecordBatch, String> {
+    pub fn batch(&self, filled: Vec<(&str, ArrayRef)>, rows: usize) -> Result<RecordBatch, String> {
         let mut by_name: BTreeMap<&str, ArrayRef> = BTreeMap::new();
         for (name, array) in filled {
             if self.column(name).is_none() {
@@ -288,6 +472,11 @@ impl TableDefinition {
         RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| format!("{}: {e}", self.file))
     }
 
+    /// The change tables (those with a `[change]` section).
+    pub fn is_change_table(&self) -> bool {
+        self.change.is_some()
+    }
+
     pub fn spec(&'static self) -> crate::tables::TableSpec {
         crate::tables::TableSpec {
             name: &self.name,
@@ -307,8 +496,19 @@ pub fn check_all() -> Result<(), String> {
     let empty: Vec<crate::source::record::KafkaRecord> = Vec::new();
     crate::tables::bronze::try_rows(empty.iter(), now)?;
     crate::tables::quarantine::try_rows(std::iter::empty(), now)?;
-    crate::tables::tombstones::try_rows(std::iter::empty(), now)?;
-    crate::tables::silver::try_source_rows(&[], now)?;
+    for d in crate::tables::registry::change_tables() {
+        let reader = crate::change::decode::Reader::new(d).expect("a change table");
+        crate::change::derive::check_expressions(&reader)?;
+        let rows = crate::change::derive::TableRows {
+            rows: deltalake::arrow::array::RecordBatch::new_empty(crate::change::derive::rows_schema(&reader)),
+            before: deltalake::arrow::array::RecordBatch::new_empty(crate::change::derive::rows_schema(&reader)),
+        };
+        crate::tables::silver::source_rows(&reader, &rows, &[], now)?;
+        if let Some(t) = d.change.as_ref().and_then(|c| c.tombstones.as_deref()) {
+            let key_types: Vec<DataType> = reader.key.iter().map(|i| reader.fields[*i].0.data_type.clone()).collect();
+            crate::tables::tombstones::rows(get(t), &d.primary_key, &key_types, &[], now)?;
+        }
+    }
     Ok(())
 }
 

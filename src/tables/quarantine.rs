@@ -5,7 +5,7 @@
 //! `(topic, partition, offset)` finds its exact bytes there. The value kept
 //! here is the text of the record, cut at 64 KiB for oversized records.
 
-use crate::change_event::DecodeError;
+use crate::change::DecodeError;
 use crate::source::record::KafkaRecord;
 use crate::tables::definition::{self, TableDefinition};
 use crate::tables::TableSpec;

@@ -1,193 +1,294 @@
-//! Silver: the current state of every order line, at `<lake>/silver/order_lines`.
+//! Silver: a change table's current state, one row per primary key (SCD
+//! type 1), with the Delta change data feed.
 //!
-//! Change events are applied as SCD type 1 with a MERGE per batch:
-//! - within a batch only the newest event per key (by `seq`) counts;
-//! - a new key is inserted (unless the event is a delete);
-//! - an existing row is updated, or deleted for `op:"d"`, only when the event's
-//!   `seq` is newer than the stored `_seq`: late and re-delivered events never
-//!   overwrite newer data;
-//! - a deleted key leaves a tombstone (see [`super::tombstones`]) so that a late
-//!   event older than the delete cannot bring the row back.
+//! Each batch's changes are applied with one MERGE:
+//! - within a batch only the newest change per key (by sequence) counts; on
+//!   a tie the later record, except that a delete wins a tie;
+//! - a new key is inserted (unless the change is a delete);
+//! - an existing row is updated only by a change with a higher sequence, and
+//!   deleted by a delete with a sequence at least its own: late and
+//!   re-delivered events never overwrite newer data;
+//! - a deleted key leaves a tombstone (see [`super::tombstones`]) so that a
+//!   late event older than the delete cannot bring the row back.
 //!
-//! Partitioned by `order_month` (the first day of the order's month). Power BI
-//! and Databricks SQL filter by order date, which prunes to a few months; a
-//! month of this shop is ~40k lines, a healthy partition size; and live orders
-//! land in the current month, so the MERGE of a batch touches only the
-//! partitions of the months it carries. delta-rs turns the join predicate into
-//! an early filter: `order_month IN (…)` plus `transaction_no`/`line_no` ranges
-//! checked against file statistics, so a batch does not scan the table.
+//! A Kafka tombstone has no sequence of its own: it deletes the row written
+//! from an earlier record of its partition (log-compaction semantics), so
+//! the writer gives it the sequence of the state it deletes (the newest
+//! earlier change of the key in the batch, else the key's tombstone, else
+//! the row in the table: [`resolve_kafka_tombstones`]).
 //!
-//! The MERGE joins on the month of the row *before* the change (the event's
-//! `before` image when it has one), so an update that moves an order to another
-//! month finds the old row. A plain-row upsert carries no `before`: it must not
-//! move a line across months. A delete without any image (a Kafka tombstone)
-//! cannot name a month: a batch holding one merges without month pruning.
-//!
-//! Change Data Feed is on: each MERGE's inserts, update pre/post images and
-//! deletes are the table's change feed.
+//! The MERGE joins on the partition of the row *before* the change (the
+//! event's `before` image when it has a full one), so an update that moves
+//! a row to another partition finds the old row, and the join prunes to the
+//! partitions the batch touches. A delete without a full image (a Kafka
+//! tombstone, a key-only `before`) cannot name its partition: a batch holding
+//! one merges without partition pruning.
 
-use crate::change_event::{ChangeEvent, Op};
+use crate::change::decode::Reader;
+use crate::change::derive::TableRows;
+use crate::change::spec::{ColumnSource, Meta};
+use crate::change::value::{self, scalar_at, Scalar};
+use crate::change::{ChangeEvent, Key, Op, Seq};
 use crate::source::record::KafkaRecord;
 use crate::tables::delta::TableError;
-use crate::tables::definition::{self, TableDefinition};
-use crate::tables::{CommitOutcome, LakeTable, TableSpec};
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use deltalake::arrow::array::{
-    Array, ArrayRef, Date32Array, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use crate::tables::{CommitOutcome, LakeTable};
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, StringBuilder, UInt32Array};
+use deltalake::arrow::compute::take;
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
-use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
-use std::sync::{Arc, LazyLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-pub const NAME: &str = "silver.order_lines";
+/// The MERGE source's operation column (not a table column).
+const OP: &str = "__lakestream_op";
 
-/// The table, as `tables/silver_order_lines.toml` defines it.
-pub fn definition() -> &'static TableDefinition {
-    definition::get(NAME)
+fn match_column(partition: &str) -> String {
+    format!("__lakestream_match_{partition}")
 }
 
-pub fn spec() -> TableSpec {
-    definition().spec()
-}
-
-/// The source of a MERGE: the table's columns plus `_match_month`, the month
-/// the target row lives in (see the module docs).
-fn source_schema() -> Arc<Schema> {
-    static SCHEMA: LazyLock<Arc<Schema>> = LazyLock::new(|| {
-        let mut fields: Vec<Field> = definition().schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.push(Field::new("_match_month", DataType::Date32, true));
-        Arc::new(Schema::new(fields))
-    });
-    SCHEMA.clone()
-}
-
-/// First day of the month of `d`, as days since the epoch.
-fn month_of(d: NaiveDate) -> i32 {
-    days_since_epoch_date(NaiveDate::from_ymd_opt(d.year(), d.month(), 1).expect("first of month"))
-}
-
-fn days_since_epoch_date(d: NaiveDate) -> i32 {
-    d.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
-}
-
-/// One event chosen for the MERGE, with the record it came from.
-pub struct SilverChange<'a> {
+/// One change chosen for the MERGE, with the record it came from and the
+/// sequence it is applied at.
+pub struct Chosen<'a> {
     pub event: &'a ChangeEvent,
     pub record: &'a KafkaRecord,
-    /// The month of the row before the change (from the `before` image), if known.
-    pub before_month: Option<NaiveDate>,
+    pub seq: Seq,
 }
 
-/// The MERGE source: one row per key. `_match_month` is the month the target
-/// row lives in; `order_month` the month it will live in.
-pub fn source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> RecordBatch {
-    try_source_rows(changes, now).expect("silver columns match tables/silver_order_lines.toml (checked at start)")
-}
+/// The effective sequence of each Kafka tombstone of the batch (by partition and offset).
+pub type Resolved = HashMap<(i32, i64), Seq>;
 
-/// The same, or why the columns do not fit the definition.
-pub fn try_source_rows(changes: &[SilverChange<'_>], now: DateTime<Utc>) -> Result<RecordBatch, String> {
-    let n = changes.len();
-    let mut transaction_no = StringBuilder::new();
-    let mut line_no = Int32Builder::with_capacity(n);
-    let mut order_date = Date32Builder::with_capacity(n);
-    let mut product_no = StringBuilder::new();
-    let mut product_name = StringBuilder::new();
-    let mut price = Decimal128Builder::with_capacity(n).with_precision_and_scale(10, 2).expect("decimal(10,2)");
-    let mut quantity = Int32Builder::with_capacity(n);
-    let mut customer_no = StringBuilder::new();
-    let mut country = StringBuilder::new();
-    let mut is_cancellation = BooleanBuilder::with_capacity(n);
-    let mut line_total = Decimal128Builder::with_capacity(n).with_precision_and_scale(18, 2).expect("decimal(18,2)");
-    let mut op = StringBuilder::new();
-    let mut seq = Int64Builder::with_capacity(n);
-    let mut source_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut partition = Int32Builder::with_capacity(n);
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut updated = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut order_month = Date32Builder::with_capacity(n);
-    let mut match_month = Date32Builder::with_capacity(n);
-    let mut kafka_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    for c in changes {
-        let e = c.event;
-        transaction_no.append_value(&e.key.transaction_no);
-        line_no.append_value(e.key.line_no);
-        let line = e.line.as_ref();
-        order_date.append_option(line.map(|l| days_since_epoch_date(l.order_date)));
-        product_no.append_option(line.map(|l| l.product_no.as_str()));
-        product_name.append_option(line.map(|l| l.product_name.as_str()));
-        price.append_option(line.map(|l| i128::from(l.price.cents())));
-        quantity.append_option(line.map(|l| l.quantity));
-        customer_no.append_option(line.and_then(|l| l.customer_no.as_deref()));
-        country.append_option(line.map(|l| l.country.as_str()));
-        is_cancellation.append_value(e.key.transaction_no.starts_with('C'));
-        line_total.append_option(line.map(|l| i128::from(l.line_total_cents())));
-        op.append_value(e.op.code());
-        seq.append_value(e.seq);
-        source_ts.append_option(e.source_ts_ms.or(c.record.timestamp_ms).map(|ms| ms * 1000));
-        partition.append_value(c.record.partition);
-        offset.append_value(c.record.offset);
-        updated.append_value(now.timestamp_micros());
-        let new_month = line.map(|l| month_of(l.order_date));
-        order_month.append_option(new_month);
-        match_month.append_option(c.before_month.map(month_of).or(new_month));
-        kafka_ts.append_option(c.record.timestamp_ms.map(|ms| ms * 1000));
+/// Gives each Kafka tombstone the sequence of the state it deletes: the
+/// newest earlier change of its key in the batch (same partition, lower
+/// offset), else the key's remembered tombstone, else the row in the table
+/// (looked up with one query for the keys still unknown).
+pub async fn resolve_kafka_tombstones<'a>(
+    table: &LakeTable,
+    reader: &Reader,
+    events: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>,
+    tombstone_seq: impl Fn(&Key) -> Option<Seq>,
+) -> Result<Resolved, TableError> {
+    let mut latest: HashMap<&Key, Seq> = HashMap::new();
+    let mut resolved = Resolved::new();
+    let mut unknown: Vec<((i32, i64), &Key)> = Vec::new();
+    let mut events: Vec<_> = events.collect();
+    events.sort_by_key(|(r, _)| (r.partition, r.offset));
+    for (r, e) in events {
+        if e.kafka_tombstone {
+            match latest.get(&e.key).cloned().or_else(|| tombstone_seq(&e.key)) {
+                Some(s) => {
+                    resolved.insert((r.partition, r.offset), s);
+                }
+                None => unknown.push(((r.partition, r.offset), &e.key)),
+            }
+        } else {
+            let entry = latest.entry(&e.key).or_insert_with(|| e.seq.clone());
+            if e.seq > *entry {
+                *entry = e.seq.clone();
+            }
+        }
     }
-    let columns: Vec<(&'static str, ArrayRef)> = vec![
-        ("transaction_no", Arc::new(transaction_no.finish())),
-        ("line_no", Arc::new(line_no.finish())),
-        ("order_date", Arc::new(order_date.finish())),
-        ("product_no", Arc::new(product_no.finish())),
-        ("product_name", Arc::new(product_name.finish())),
-        ("price", Arc::new(price.finish())),
-        ("quantity", Arc::new(quantity.finish())),
-        ("customer_no", Arc::new(customer_no.finish())),
-        ("country", Arc::new(country.finish())),
-        ("is_cancellation", Arc::new(is_cancellation.finish())),
-        ("line_total", Arc::new(line_total.finish())),
-        ("_op", Arc::new(op.finish())),
-        ("_seq", Arc::new(seq.finish())),
-        ("_source_ts", Arc::new(source_ts.finish())),
-        ("_kafka_partition", Arc::new(partition.finish())),
-        ("_kafka_offset", Arc::new(offset.finish())),
-        ("_updated_at", Arc::new(updated.finish())),
-        ("order_month", Arc::new(order_month.finish())),
-        ("_kafka_timestamp", Arc::new(kafka_ts.finish())),
-    ];
-    let table_rows = definition().batch(columns, n)?;
-    let mut all: Vec<ArrayRef> = table_rows.columns().to_vec();
-    all.push(Arc::new(match_month.finish()));
-    RecordBatch::try_new(source_schema(), all).map_err(|e| format!("silver MERGE source: {e}"))
+    if !unknown.is_empty() {
+        let keys: Vec<&Key> = unknown.iter().map(|(_, k)| *k).collect();
+        let stored = stored_sequences(table, reader, &keys).await?;
+        for (at, key) in unknown {
+            // Nothing known of the key: the tombstone deletes nothing and protects nothing.
+            let s = stored.get(key).cloned().unwrap_or_else(|| crate::change::sequence::lowest(reader.bigint_sequence()));
+            resolved.insert(at, s);
+        }
+    }
+    Ok(resolved)
 }
 
-/// Applies `source` (one row per key) to silver in one MERGE commit carrying `txns`.
+/// The sequence of the rows `keys` name, as the table holds them.
+async fn stored_sequences(table: &LakeTable, reader: &Reader, keys: &[&Key]) -> Result<HashMap<Key, Seq>, TableError> {
+    let d = reader.definition;
+    let seq_column = d.sequence_column.as_deref().expect("change tables have a sequence column");
+    let generic = |e: String| table.wrap_error(deltalake::DeltaTableError::Generic(e));
+    let key_columns: Vec<&str> = d.primary_key.iter().map(String::as_str).collect();
+    let mut out = HashMap::new();
+    if table.version().is_none_or(|v| v < 1) {
+        return Ok(out);
+    }
+    let ctx = SessionContext::new();
+    table.delta().update_datafusion_session(&ctx.state()).map_err(|e| table.wrap_error(e))?;
+    let provider = table.delta().table_provider().await.map_err(|e| generic(e.to_string()))?;
+    ctx.register_table("t", provider).map_err(|e| generic(e.to_string()))?;
+    for chunk in keys.chunks(500) {
+        let predicate = chunk
+            .iter()
+            .map(|k| {
+                let parts: Vec<String> = key_columns.iter().zip(k.iter()).map(|(c, v)| format!("\"{c}\" = {}", sql_literal(v))).collect();
+                format!("({})", parts.join(" AND "))
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let columns: Vec<String> = key_columns.iter().chain(std::iter::once(&seq_column)).map(|c| format!("\"{c}\"")).collect();
+        let sql = format!("SELECT {} FROM t WHERE {predicate}", columns.join(", "));
+        let batches = ctx.sql(&sql).await.map_err(|e| generic(e.to_string()))?.collect().await.map_err(|e| generic(e.to_string()))?;
+        for b in batches {
+            for row in 0..b.num_rows() {
+                let key: Key = (0..key_columns.len()).map(|i| scalar_at(b.column(i).as_ref(), row)).collect();
+                let seq = match scalar_at(b.column(key_columns.len()).as_ref(), row) {
+                    Scalar::Int(i) => Seq::Int(i),
+                    Scalar::Text(t) => Seq::Text(t),
+                    _ => continue,
+                };
+                out.insert(key, seq);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn sql_literal(v: &Scalar) -> String {
+    match v {
+        Scalar::Null => "NULL".into(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => format!("{f:?}"),
+        Scalar::Text(s) => format!("'{}'", s.replace('\'', "''")),
+        Scalar::Decimal(d) => d.to_string(),
+        Scalar::Date(d) => format!("CAST({d} AS DATE)"),
+        Scalar::Micros(m) => format!("to_timestamp_micros({m})"),
+        Scalar::Bytes(b) => format!("X'{}'", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+    }
+}
+
+/// Keeps, per key, the newest change by sequence (on a tie the later record,
+/// but a delete wins a tie), dropping changes not newer than the key's
+/// tombstone. Deletes stay: the MERGE applies them only to an older row.
+pub fn newest_per_key<'a>(
+    events: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>,
+    resolved: &Resolved,
+    tombstone_seq: impl Fn(&Key) -> Option<Seq>,
+) -> Vec<Chosen<'a>> {
+    let mut newest: HashMap<&Key, Chosen<'a>> = HashMap::new();
+    for (record, event) in events {
+        let seq = if event.kafka_tombstone {
+            match resolved.get(&(record.partition, record.offset)) {
+                Some(s) => s.clone(),
+                None => continue, // deletes nothing the writer could know of
+            }
+        } else {
+            event.seq.clone()
+        };
+        if event.op != Op::Delete && tombstone_seq(&event.key).is_some_and(|t| seq <= t) {
+            continue; // older than a delete: must not resurrect the row
+        }
+        let replace = match newest.get(&event.key) {
+            None => true,
+            Some(kept) => seq > kept.seq || (seq == kept.seq && (event.op == Op::Delete || kept.event.op != Op::Delete)),
+        };
+        if replace {
+            newest.insert(&event.key, Chosen { event, record, seq });
+        }
+    }
+    let mut out: Vec<Chosen<'a>> = newest.into_values().collect();
+    out.sort_by_key(|c| (c.record.partition, c.record.offset));
+    out
+}
+
+/// The value a meta column takes for one change.
+pub fn meta_array(meta: Meta, data_type: &DataType, chosen: &[(&KafkaRecord, Op, Option<i64>, &Seq)], now: DateTime<Utc>) -> Result<ArrayRef, String> {
+    let values: Vec<Scalar> = chosen
+        .iter()
+        .map(|(r, op, source_ts, seq)| match meta {
+            Meta::Op => Scalar::Text(op.code().into()),
+            Meta::Sequence => match seq {
+                Seq::Int(i) => Scalar::Int(*i),
+                Seq::Text(t) => Scalar::Text(t.clone()),
+            },
+            Meta::SourceTs => source_ts.or(r.timestamp_ms).map_or(Scalar::Null, |ms| Scalar::Micros(ms * 1000)),
+            Meta::KafkaTopic => Scalar::Text(r.topic.clone()),
+            Meta::KafkaPartition => Scalar::Int(i64::from(r.partition)),
+            Meta::KafkaOffset => Scalar::Int(r.offset),
+            Meta::KafkaTimestamp => r.timestamp_ms.map_or(Scalar::Null, |ms| Scalar::Micros(ms * 1000)),
+            Meta::WrittenAt => Scalar::Micros(now.timestamp_micros()),
+        })
+        .collect();
+    let refs: Vec<&Scalar> = values.iter().collect();
+    value::array(data_type, &refs)
+}
+
+/// The MERGE source: one row per key, the table's columns plus the
+/// operation and, per partition column, the partition the target row lives in.
+pub fn source_rows(reader: &Reader, rows: &TableRows, chosen: &[Chosen<'_>], now: DateTime<Utc>) -> Result<RecordBatch, String> {
+    let d = reader.definition;
+    let indices = UInt32Array::from(chosen.iter().map(|c| c.event.row as u32).collect::<Vec<_>>());
+    let meta_input: Vec<_> = chosen.iter().map(|c| (c.record, c.event.op, c.event.source_ts_ms, &c.seq)).collect();
+    let mut columns: Vec<(&'static str, ArrayRef)> = Vec::new();
+    for c in &d.columns {
+        let array = match &c.source {
+            Some(ColumnSource::Meta(m)) => meta_array(*m, &c.data_type, &meta_input, now)?,
+            _ => {
+                let source = rows.rows.column_by_name(&c.name).ok_or_else(|| format!("{}: no column `{}` in the rows", d.file, c.name))?;
+                take(source.as_ref(), &indices, None).map_err(|e| e.to_string())?
+            }
+        };
+        columns.push((c.name.as_str(), array));
+    }
+    let table_rows = d.batch(columns, chosen.len())?;
+    let mut fields: Vec<Field> = table_rows.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut arrays: Vec<ArrayRef> = table_rows.columns().to_vec();
+    let mut op = StringBuilder::new();
+    for c in chosen {
+        op.append_value(c.event.op.code());
+    }
+    fields.push(Field::new(OP, DataType::Utf8, false));
+    arrays.push(Arc::new(op.finish()));
+    for p in &d.partition_by {
+        let column = d.column(p).expect("partition columns are columns");
+        let own = table_rows.column_by_name(p).expect("partition column in the rows");
+        let before = rows.before.column_by_name(p);
+        let values: Vec<Scalar> = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match (c.event.before_row, before) {
+                (Some(b), Some(array)) => scalar_at(array.as_ref(), b),
+                _ if c.event.full_image => scalar_at(own.as_ref(), i),
+                _ => Scalar::Null,
+            })
+            .collect();
+        let refs: Vec<&Scalar> = values.iter().collect();
+        fields.push(Field::new(match_column(p), column.data_type.clone(), true));
+        arrays.push(value::array(&column.data_type, &refs)?);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| format!("{}: MERGE source: {e}", d.file))
+}
+
+/// Applies `source` (one row per key) to the table in one MERGE commit carrying `txns`.
 /// An empty source commits the offsets alone.
 ///
 /// The MERGE rewrites the files it matches, so it carries the layout lock of
 /// [`crate::maintenance::compaction`]: it conflicts with a compaction that
 /// overlaps it instead of committing next to it.
-pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
+pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, mut txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
+    let d = reader.definition;
     let rows = source.num_rows();
     if rows == 0 {
         return table.append(None, txns).await;
     }
-    let touched = touched_partitions(&source);
-    txns.extend(crate::maintenance::compaction::layout_txns(NAME, touched.as_deref()));
-    let month_known = source.column_by_name("_match_month").is_some_and(|c| c.null_count() == 0);
-    let key = "target.transaction_no = source.transaction_no AND target.line_no = source.line_no";
-    let predicate = if month_known {
-        format!("target.order_month = source._match_month AND {key}")
-    } else {
-        key.to_string()
-    };
+    let touched = touched_partitions(reader, &source);
+    txns.extend(crate::maintenance::compaction::layout_txns(table.name(), touched.as_deref()));
+    let month_known = !d.partition_by.is_empty()
+        && d.partition_by.iter().all(|p| source.column_by_name(&match_column(p)).is_some_and(|c| c.null_count() == 0));
+    let mut conditions: Vec<String> = Vec::new();
+    if month_known {
+        conditions.extend(d.partition_by.iter().map(|p| format!("target.\"{p}\" = source.\"{}\"", match_column(p))));
+    }
+    conditions.extend(d.primary_key.iter().map(|k| format!("target.\"{k}\" = source.\"{k}\"")));
+    let predicate = conditions.join(" AND ");
+    let seq = d.sequence_column.as_deref().expect("change tables have a sequence column");
     let ctx = SessionContext::new();
     let frame = ctx
         .read_batch(source)
-        .map_err(|e| table.wrap_error(deltalake::DeltaTableError::Generic(format!("silver source: {e}"))))?;
-    let newer = "source._seq > target._seq";
+        .map_err(|e| table.wrap_error(deltalake::DeltaTableError::Generic(format!("{} source: {e}", d.name))))?;
+    let newer = format!("source.\"{seq}\" > target.\"{seq}\"");
+    let not_older = format!("source.\"{seq}\" >= target.\"{seq}\"");
+    let columns = || d.columns.iter().map(|c| c.name.as_str());
     let (merged, metrics) = table
         .delta()
         .clone()
@@ -195,16 +296,13 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
         .with_source_alias("source")
         .with_target_alias("target")
         .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-        .when_matched_delete(|d| d.predicate(format!("source._op = 'd' AND {newer}")))
+        .when_matched_delete(|del| del.predicate(format!("source.{OP} = 'd' AND {not_older}")))
         .and_then(|m| {
             m.when_matched_update(|u| {
-                data_columns()
-                    .fold(u.predicate(format!("source._op <> 'd' AND {newer}")), |u, c| u.update(c, format!("source.{c}")))
+                columns().fold(u.predicate(format!("source.{OP} <> 'd' AND {newer}")), |u, c| u.update(c, format!("source.\"{c}\"")))
             })
         })
-        .and_then(|m| {
-            m.when_not_matched_insert(|i| data_columns().fold(i.predicate("source._op <> 'd'"), |i, c| i.set(c, format!("source.{c}"))))
-        })
+        .and_then(|m| m.when_not_matched_insert(|i| columns().fold(i.predicate(format!("source.{OP} <> 'd'")), |i, c| i.set(c, format!("source.\"{c}\"")))))
         .map_err(|e| table.wrap_error(e))?
         .await
         .map_err(|e| table.wrap_error(e))?;
@@ -212,7 +310,7 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
     // What the MERGE read and rewrote: the figures that show whether a batch's
     // cost follows the batch or the table (tests/bench/flat.sh reads them).
     tracing::info!(
-        table = NAME,
+        table = table.name(),
         months = touched.as_ref().map_or(-1, |t| t.len() as i64),
         files_scanned = metrics.num_target_files_scanned,
         files_skipped = metrics.num_target_files_skipped_during_scan,
@@ -230,56 +328,48 @@ pub async fn merge(table: &mut LakeTable, source: RecordBatch, mut txns: Vec<Tra
     Ok(CommitOutcome { version: table.version().unwrap_or(-1), rows })
 }
 
-/// The partitions (`order_month=YYYY-MM-DD`) a MERGE of `source` may rewrite:
-/// the months rows live in and move to. None when a row's month is unknown (a
-/// key-only delete): the MERGE may touch any partition.
-fn touched_partitions(source: &RecordBatch) -> Option<Vec<String>> {
-    let mut months = std::collections::BTreeSet::new();
-    for column in ["_match_month", "order_month"] {
-        let array = source.column_by_name(column)?.as_any().downcast_ref::<Date32Array>()?;
-        for i in 0..array.len() {
-            if array.is_null(i) {
-                if column == "_match_month" {
-                    return None;
+/// The partitions (`col=value/…` paths, as compaction names them) a MERGE of
+/// `source` may rewrite: those rows live in and move to. None when a row's
+/// partition is unknown (a key-only delete) or the table is unpartitioned:
+/// the MERGE may touch any file, so it takes the table lock.
+fn touched_partitions(reader: &Reader, source: &RecordBatch) -> Option<Vec<String>> {
+    let d = reader.definition;
+    if d.partition_by.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<&String> = d.partition_by.iter().collect();
+    sorted.sort();
+    let mut out = BTreeSet::new();
+    for row in 0..source.num_rows() {
+        for target in [true, false] {
+            let mut parts = Vec::new();
+            for p in &sorted {
+                let name = if target { match_column(p) } else { p.to_string() };
+                let array = source.column_by_name(&name)?;
+                if array.is_null(row) {
+                    if target {
+                        return None; // a row whose partition is unknown
+                    }
+                    parts.clear();
+                    break; // a delete: no new partition
                 }
-                continue; // a delete: no new month
+                parts.push(format!("{p}={}", partition_value(&scalar_at(array.as_ref(), row))));
             }
-            months.insert(array.value(i));
-        }
-    }
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-    Some(months.into_iter().map(|d| format!("order_month={}", epoch + chrono::Duration::days(i64::from(d)))).collect())
-}
-
-/// The table's columns, which a MERGE sets from the source.
-fn data_columns() -> impl Iterator<Item = &'static str> {
-    definition().columns.iter().map(|c| c.name.as_str())
-}
-
-/// Keeps, per key, the newest event by `seq` (on a tie, the later record),
-/// dropping events not newer than the key's tombstone. Deletes stay: the
-/// MERGE applies them only to an older row.
-pub fn newest_per_key<'a>(
-    events: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>,
-    tombstone_seq: impl Fn(&crate::change_event::LineKey) -> Option<i64>,
-) -> Vec<SilverChange<'a>> {
-    let mut newest: std::collections::HashMap<&crate::change_event::LineKey, (&KafkaRecord, &ChangeEvent)> =
-        std::collections::HashMap::new();
-    for (r, e) in events {
-        if e.op != Op::Delete && tombstone_seq(&e.key).is_some_and(|t| e.seq <= t) {
-            continue; // older than a delete: must not resurrect the row
-        }
-        match newest.get(&e.key) {
-            Some((_, kept)) if kept.seq > e.seq => {}
-            _ => {
-                newest.insert(&e.key, (r, e));
+            if !parts.is_empty() {
+                out.insert(parts.join("/"));
             }
         }
     }
-    let mut out: Vec<SilverChange<'a>> = newest
-        .into_values()
-        .map(|(record, event)| SilverChange { event, record, before_month: event.before_order_date })
-        .collect();
-    out.sort_by(|a, b| a.event.key.cmp(&b.event.key));
-    out
+    Some(out.into_iter().collect())
+}
+
+/// A partition value as Delta writes it in the log.
+fn partition_value(v: &Scalar) -> String {
+    match v {
+        Scalar::Text(s) => s.clone(),
+        Scalar::Date(_) => v.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
 }

@@ -1,50 +1,40 @@
-//! Tombstones of deleted order lines, at `<lake>/silver/order_lines_tombstones`.
+//! Tombstones of deleted rows: a change table's side table (its `[change]`
+//! names it, e.g. `silver.order_lines_tombstones`).
 //!
-//! Silver really deletes a row on `op:"d"` (so the change feed shows a
-//! `delete`), which leaves nothing to compare a late event against. This side
-//! table remembers, per deleted key, the `seq` of the delete: an event for that
-//! key with a `seq` not above it is older than the delete and is dropped, so a
-//! late or re-delivered event never resurrects a deleted line. A genuinely
-//! newer event (a re-insert) still applies.
+//! A change table really deletes a row on a delete (so the change feed shows
+//! a `delete`), which leaves nothing to compare a late event against. The
+//! tombstones table remembers, per deleted key, the sequence of the delete:
+//! an event for that key with a sequence not above it is older than the
+//! delete and is dropped, so a late or re-delivered event never resurrects a
+//! deleted row. A genuinely newer event (a re-insert) still applies.
 //!
-//! The writer keeps the tombstones of the partitions it owns in memory (deletes
-//! are rare: ~1 % of events with `--mutations 0.05`) and loads them when a
-//! partition is assigned. Tombstones older than the retention are pruned by
-//! table maintenance, and from memory by the writer (hourly); an event older
-//! than that retention can no longer be told apart from a re-insert.
+//! Its columns: the change table's key columns, and `meta` columns
+//! (`sequence`, `kafka_partition`, `kafka_offset`, `written_at`…).
+//!
+//! The writer keeps the tombstones of the partitions it owns in memory
+//! (deletes are rare) and loads them when a partition is assigned.
+//! Tombstones older than the retention are pruned by table maintenance, and
+//! from memory by the writer (hourly); an event older than that retention
+//! can no longer be told apart from a re-insert.
 
-use crate::change_event::{ChangeEvent, LineKey};
+use crate::change::spec::{ColumnSource, Meta};
+use crate::change::value::scalar_at;
+use crate::change::{Key, Scalar, Seq};
 use crate::source::record::KafkaRecord;
+use crate::tables::definition::TableDefinition;
 use crate::tables::delta::TableError;
-use crate::tables::definition::{self, TableDefinition};
-use crate::tables::{LakeTable, TableSpec};
+use crate::tables::silver::meta_array;
+use crate::tables::LakeTable;
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
-use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use futures::TryStreamExt;
 use std::collections::HashMap;
-use std::sync::Arc;
 
-pub const NAME: &str = "silver.order_lines_tombstones";
-
-/// The table, as `tables/silver_order_lines_tombstones.toml` defines it.
-pub fn definition() -> &'static TableDefinition {
-    definition::get(NAME)
-}
-
-pub fn spec() -> TableSpec {
-    definition().spec()
-}
-
-/// One deleted key: the seq of its delete, its Kafka partition, and when the
-/// tombstone was written (microseconds since the epoch, the `deleted_at` column).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One deleted key: the sequence of its delete, its Kafka partition, and when
+/// the tombstone was written (microseconds since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Tombstone {
-    seq: i64,
+    seq: Seq,
     partition: i32,
     deleted_at: i64,
 }
@@ -52,20 +42,32 @@ struct Tombstone {
 /// Tombstones of the owned partitions, by key.
 #[derive(Default, Debug)]
 pub struct Tombstones {
-    by_key: HashMap<LineKey, Tombstone>,
+    by_key: HashMap<Key, Tombstone>,
+}
+
+/// The column of `definition` with `meta`.
+pub fn meta_column(definition: &TableDefinition, meta: Meta) -> Option<&str> {
+    definition
+        .columns
+        .iter()
+        .find(|c| matches!(c.source, Some(ColumnSource::Meta(m)) if m == meta))
+        .map(|c| c.name.as_str())
 }
 
 impl Tombstones {
-    pub fn seq(&self, key: &LineKey) -> Option<i64> {
-        self.by_key.get(key).map(|t| t.seq)
+    pub fn seq(&self, key: &Key) -> Option<Seq> {
+        self.by_key.get(key).map(|t| t.seq.clone())
     }
 
-    /// Remembers a delete; of two deletes of a key the newer (by seq) counts.
-    pub fn record(&mut self, key: LineKey, seq: i64, partition: i32, deleted_at: DateTime<Utc>) {
+    /// Remembers a delete; of two deletes of a key the newer (by sequence) counts.
+    pub fn record(&mut self, key: Key, seq: Seq, partition: i32, deleted_at: DateTime<Utc>) {
         let new = Tombstone { seq, partition, deleted_at: deleted_at.timestamp_micros() };
-        let entry = self.by_key.entry(key).or_insert(new);
-        if seq > entry.seq {
-            *entry = new;
+        match self.by_key.get_mut(&key) {
+            Some(entry) if new.seq > entry.seq => *entry = new,
+            Some(_) => {}
+            None => {
+                self.by_key.insert(key, new);
+            }
         }
     }
 
@@ -91,80 +93,74 @@ impl Tombstones {
         self.by_key.is_empty()
     }
 
-    /// Loads the tombstones of `partitions` from the table.
-    pub async fn load(&mut self, table: &LakeTable, partitions: &[i32]) -> Result<(), TableError> {
+    /// Loads the tombstones of `partitions` from the table, whose key columns are `key`.
+    pub async fn load(&mut self, table: &LakeTable, definition: &TableDefinition, key: &[String], partitions: &[i32]) -> Result<(), TableError> {
         if table.version().is_none_or(|v| v < 1) {
             return Ok(()); // only the creation commit: empty
         }
-        let (_, stream) = table
-            .delta()
-            .scan_table()
-            .with_columns(["transaction_no", "line_no", "_seq", "_kafka_partition", "deleted_at"])
-            .await
-            .map_err(|e| table.wrap_error(e))?;
-        let batches: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(|e| table.wrap_error(deltalake::DeltaTableError::Generic(e.to_string())))?;
-        let generic = |e: deltalake::arrow::error::ArrowError| table.wrap_error(deltalake::DeltaTableError::Generic(e.to_string()));
+        let generic = |e: String| table.wrap_error(deltalake::DeltaTableError::Generic(e));
+        let seq = meta_column(definition, Meta::Sequence).ok_or_else(|| generic(format!("{}: no meta = \"sequence\" column", definition.file)))?;
+        let part = meta_column(definition, Meta::KafkaPartition);
+        let at = meta_column(definition, Meta::WrittenAt);
+        let mut columns: Vec<&str> = key.iter().map(String::as_str).collect();
+        columns.push(seq);
+        columns.extend(part);
+        columns.extend(at);
+        let (_, stream) = table.delta().scan_table().with_columns(columns.clone()).await.map_err(|e| table.wrap_error(e))?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| generic(e.to_string()))?;
         for b in batches {
-            // The scan may hand back view or dictionary encodings: normalise first.
-            let tx = cast(b.column(0), &DataType::Utf8).map_err(generic)?;
-            let line = cast(b.column(1), &DataType::Int32).map_err(generic)?;
-            let seq = cast(b.column(2), &DataType::Int64).map_err(generic)?;
-            let part = cast(b.column(3), &DataType::Int32).map_err(generic)?;
-            let at = cast(b.column(4), &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))).map_err(generic)?;
-            let (tx, line) = (tx.as_string::<i32>(), line.as_primitive::<Int32Type>());
-            let (seq, part) = (seq.as_primitive::<Int64Type>(), part.as_primitive::<Int32Type>());
-            let at = at.as_primitive::<TimestampMicrosecondType>();
+            let column = |name: &str| b.column_by_name(name).cloned();
+            let (Some(seq_array), part_array, at_array) = (column(seq), part.and_then(column), at.and_then(column)) else { continue };
+            let key_arrays: Vec<ArrayRef> = key.iter().filter_map(|k| column(k)).collect();
+            if key_arrays.len() != key.len() {
+                continue;
+            }
             for i in 0..b.num_rows() {
-                if tx.is_null(i) || !partitions.contains(&part.value(i)) {
+                let p = part_array.as_ref().map(|a| scalar_at(a.as_ref(), i));
+                let p = match p {
+                    Some(Scalar::Int(p)) => p as i32,
+                    Some(_) => continue,
+                    None => -1, // no partition column: kept for every partition
+                };
+                if p >= 0 && !partitions.contains(&p) {
                     continue;
                 }
-                let key = LineKey { transaction_no: tx.value(i).to_string(), line_no: line.value(i) };
-                let deleted_at = DateTime::from_timestamp_micros(at.value(i)).unwrap_or_else(Utc::now);
-                self.record(key, seq.value(i), part.value(i), deleted_at);
+                let k: Key = key_arrays.iter().map(|a| scalar_at(a.as_ref(), i)).collect();
+                let s = match scalar_at(seq_array.as_ref(), i) {
+                    Scalar::Int(v) => Seq::Int(v),
+                    Scalar::Text(t) => Seq::Text(t),
+                    _ => continue,
+                };
+                let deleted_at = match at_array.as_ref().map(|a| scalar_at(a.as_ref(), i)) {
+                    Some(Scalar::Micros(m)) => DateTime::from_timestamp_micros(m).unwrap_or_else(Utc::now),
+                    _ => Utc::now(),
+                };
+                self.record(k, s, p, deleted_at);
             }
         }
         Ok(())
     }
 }
 
-/// Rows for the delete events of a batch.
-pub fn rows<'a>(deletes: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>, now: DateTime<Utc>) -> RecordBatch {
-    try_rows(deletes, now).expect("tombstone columns match tables/silver_order_lines_tombstones.toml (checked at start)")
-}
-
-/// The same, or why the columns do not fit the definition.
-pub fn try_rows<'a>(
-    deletes: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>,
-    now: DateTime<Utc>,
-) -> Result<RecordBatch, String> {
-    let mut n = 0;
-    let mut tx = StringBuilder::new();
-    let mut line = Int32Builder::new();
-    let mut seq = Int64Builder::new();
-    let mut part = Int32Builder::new();
-    let mut offset = Int64Builder::new();
-    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    for (r, e) in deletes {
-        tx.append_value(&e.key.transaction_no);
-        line.append_value(e.key.line_no);
-        seq.append_value(e.seq);
-        part.append_value(r.partition);
-        offset.append_value(r.offset);
-        at.append_value(now.timestamp_micros());
-        n += 1;
+/// Rows for the deletes of a batch: (record, key, sequence of the delete).
+pub fn rows(definition: &TableDefinition, key_columns: &[String], key_types: &[deltalake::arrow::datatypes::DataType], deletes: &[(&KafkaRecord, &Key, Seq)], now: DateTime<Utc>) -> Result<RecordBatch, String> {
+    let mut columns: Vec<(&str, ArrayRef)> = Vec::new();
+    let meta_input: Vec<_> = deletes.iter().map(|(r, _, s)| (*r, crate::change::Op::Delete, None, s)).collect();
+    for c in &definition.columns {
+        let array = match &c.source {
+            Some(ColumnSource::Meta(m)) => meta_array(*m, &c.data_type, &meta_input, now)?,
+            _ => {
+                let position = key_columns
+                    .iter()
+                    .position(|k| *k == c.name)
+                    .ok_or_else(|| format!("{}: column `{}` is neither a key column nor a meta column", definition.file, c.name))?;
+                let values: Vec<&Scalar> = deletes.iter().map(|(_, k, _)| &k[position]).collect();
+                crate::change::value::array(&key_types[position], &values)?
+            }
+        };
+        columns.push((c.name.as_str(), array));
     }
-    let columns: Vec<(&'static str, ArrayRef)> = vec![
-        ("transaction_no", Arc::new(tx.finish())),
-        ("line_no", Arc::new(line.finish())),
-        ("_seq", Arc::new(seq.finish())),
-        ("_kafka_partition", Arc::new(part.finish())),
-        ("_kafka_offset", Arc::new(offset.finish())),
-        ("deleted_at", Arc::new(at.finish())),
-    ];
-    definition().batch(columns, n)
+    definition.batch(columns, deletes.len())
 }
 
 #[cfg(test)]
@@ -173,16 +169,16 @@ mod tests {
 
     #[test]
     fn the_newest_delete_counts_and_old_tombstones_expire() {
-        let key = |t: &str| LineKey { transaction_no: t.into(), line_no: 1 };
+        let key = |t: &str| vec![Scalar::Text(t.into()), Scalar::Int(1)];
         let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
         let mut t = Tombstones::default();
-        t.record(key("1"), 5, 0, day(1));
-        t.record(key("1"), 3, 0, day(20)); // older delete delivered late: seq and age stay
-        t.record(key("2"), 7, 1, day(10));
-        t.record(key("2"), 9, 1, day(21)); // newer delete: its time counts
-        assert_eq!((t.seq(&key("1")), t.seq(&key("2"))), (Some(5), Some(9)));
+        t.record(key("1"), Seq::Int(5), 0, day(1));
+        t.record(key("1"), Seq::Int(3), 0, day(20)); // older delete delivered late: seq and age stay
+        t.record(key("2"), Seq::Int(7), 1, day(10));
+        t.record(key("2"), Seq::Int(9), 1, day(21)); // newer delete: its time counts
+        assert_eq!((t.seq(&key("1")), t.seq(&key("2"))), (Some(Seq::Int(5)), Some(Seq::Int(9))));
         assert_eq!(t.expire(day(15)), 1);
-        assert_eq!((t.seq(&key("1")), t.seq(&key("2"))), (None, Some(9)));
+        assert_eq!((t.seq(&key("1")), t.seq(&key("2"))), (None, Some(Seq::Int(9))));
         t.forget_partitions(&[1]);
         assert!(t.is_empty());
     }

@@ -17,12 +17,16 @@ pub fn assert_exactly_once(lake: &Lake, topic: &str) {
     let rows = duckdb(
         &bronze,
         &opts,
-        "SELECT count(*) AS n, count(DISTINCT (\"partition\", \"offset\")) AS distinct_n, \
-         count(*) FILTER (WHERE value IS NULL) AS null_values FROM t",
+        &format!("SELECT count(*) AS n, count(DISTINCT (\"partition\", \"offset\")) AS distinct_n, \
+         count(*) FILTER (WHERE value IS NULL) AS null_values FROM t WHERE topic = '{topic}'"),
     );
     assert_eq!(rows[0]["n"].as_i64(), Some(n), "bronze rows = records produced ({topic})");
     assert_eq!(rows[0]["distinct_n"].as_i64(), Some(n), "no (partition, offset) twice");
-    let per_partition = duckdb(&bronze, &opts, "SELECT \"partition\" AS p, max(\"offset\") AS last, count(*) AS c FROM t GROUP BY 1 ORDER BY 1");
+    let per_partition = duckdb(
+        &bronze,
+        &opts,
+        &format!("SELECT \"partition\" AS p, max(\"offset\") AS last, count(*) AS c FROM t WHERE topic = '{topic}' GROUP BY 1 ORDER BY 1"),
+    );
     for (p, end) in &ends {
         let row = per_partition.iter().find(|r| r["p"].as_i64() == Some(*p as i64)).expect("partition present");
         assert_eq!(row["last"].as_i64(), Some(end - 1));

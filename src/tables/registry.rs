@@ -1,0 +1,95 @@
+//! The tables of the lake, in commit order, and what each takes from a batch:
+//! the one list the writer, maintenance, `check`, the failpoints and the
+//! migrations read. A table is added by a file in `tables/` (and its
+//! migration), never here.
+//!
+//! - **bronze** (`bronze.orders`): every record;
+//! - **quarantine** (`quarantine.orders`): the records a change table could
+//!   not decode, with the reason;
+//! - per **change table** (a definition with `[change]`): first its
+//!   tombstones table (the deletes it must remember), then the table itself
+//!   (a MERGE of the batch's newest change per key).
+//!
+//! Bronze and quarantine are shared by every topic of a run: both carry the
+//! record's topic, partition and offset, and their txn app ids name the
+//! topic, so one table each is enough, and a record found in quarantine is
+//! found byte for byte in bronze by the same three columns.
+
+use crate::tables::definition::{self, TableDefinition};
+use crate::tables::{bronze, quarantine, TableSpec};
+
+/// What a table takes from a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableRole {
+    /// Every record.
+    Bronze,
+    /// Records that failed to decode.
+    Quarantine,
+    /// The delete events of change table `of` (an index into [`change_tables`]),
+    /// remembered so that late events cannot resurrect a row.
+    Tombstones { of: usize },
+    /// Change table `index`: its decoded changes, merged into the current state.
+    Change { index: usize },
+}
+
+impl TableRole {
+    /// The crash point right after this table's commit in a cycle (the chaos
+    /// harness kills writers there).
+    pub fn after_commit_point(self) -> &'static str {
+        match self {
+            TableRole::Bronze => "cycle.after_bronze",
+            TableRole::Quarantine => "cycle.after_quarantine",
+            TableRole::Tombstones { .. } => "cycle.after_tombstones",
+            TableRole::Change { .. } => "cycle.after_silver",
+        }
+    }
+}
+
+/// The change tables, in the order of their files.
+pub fn change_tables() -> Vec<&'static TableDefinition> {
+    definition::all().map(|all| all.iter().filter(|d| d.is_change_table()).collect()).unwrap_or_default()
+}
+
+/// Every table with its role, in commit order.
+pub fn tables() -> Vec<(TableRole, &'static TableDefinition)> {
+    let mut out = vec![(TableRole::Bronze, bronze::definition()), (TableRole::Quarantine, quarantine::definition())];
+    for (index, d) in change_tables().into_iter().enumerate() {
+        if let Some(t) = d.change.as_ref().and_then(|c| c.tombstones.as_deref()) {
+            out.push((TableRole::Tombstones { of: index }, definition::get(t)));
+        }
+        out.push((TableRole::Change { index }, d));
+    }
+    out
+}
+
+/// The tables' specs, in commit order.
+pub fn specs() -> Vec<(TableRole, TableSpec)> {
+    tables().into_iter().map(|(role, d)| (role, d.spec())).collect()
+}
+
+/// True for a tombstones table (maintenance expires its rows).
+pub fn is_tombstones(name: &str) -> bool {
+    tables().iter().any(|(role, d)| matches!(role, TableRole::Tombstones { .. }) && d.name == name)
+}
+
+/// The topic a change table reads: its `[source] topic`, where
+/// `"kafka.topic"` stands for the configured `kafka.topic`.
+pub fn topic_of(definition: &TableDefinition, default_topic: &str) -> String {
+    if definition.source.topic == "kafka.topic" {
+        default_topic.to_string()
+    } else {
+        definition.source.topic.clone()
+    }
+}
+
+/// Every topic a run reads: `kafka.topic` and each change table's, once each.
+pub fn topics(default_topic: &str) -> Vec<String> {
+    let mut out = vec![default_topic.to_string()];
+    for d in change_tables() {
+        let t = topic_of(d, default_topic);
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
