@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs and starts the local stack (Kafka-protocol
 # broker, Azurite, SeaweedFS, DuckDB reader), runs every test against it, and stops
-# the services it started, then runs the short form of the reliability harness
-# (tests/chaos/run.sh: SIGKILLs, storage faults, broker and store restarts, hostile
-# input; a few minutes). Extra arguments go to `cargo test` (e.g. a test name) and
+# the services it started, then the static checks of docker/ (docker/validate.sh:
+# Kubernetes schemas, checkov, alert rules) and the short form of the reliability
+# harness (tests/chaos/run.sh: SIGKILLs, storage faults, broker and store restarts,
+# hostile input; a few minutes). Extra arguments go to `cargo test` (e.g. a test name) and
 # skip the harness; LAKESTREAM_CHAOS=skip skips it too, LAKESTREAM_CHAOS=long runs
 # the long form instead.
 set -euo pipefail
@@ -24,6 +25,11 @@ fi
 eval "$(tests/stack/stack.sh env)"
 
 cargo test --release --locked "$@"
+
+if [ "$#" -eq 0 ]; then
+  # Static checks of the deployment files: Kubernetes schemas, checkov, rules (docker/README.md).
+  docker/validate.sh
+fi
 
 if [ "$#" -eq 0 ] && [ "${LAKESTREAM_CHAOS:-short}" != skip ]; then
   LAKESTREAM_BIN="$CARGO_TARGET_DIR/release/lakestream" tests/chaos/run.sh

@@ -10,10 +10,9 @@ use super::spec::ColumnSource;
 use super::value;
 use super::{err, ChangeEvent, DecodeError, ErrorKind, Op};
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder};
-use deltalake::arrow::compute::{concat_batches, filter_record_batch};
+use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use deltalake::datafusion::common::Column;
-use deltalake::datafusion::logical_expr::{cast, Expr};
+use deltalake::datafusion::logical_expr::cast;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
 use deltalake::datafusion::sql::sqlparser::keywords::Keyword;
@@ -198,42 +197,48 @@ pub fn check_expressions(reader: &Reader) -> Result<(), String> {
 }
 
 /// The image columns plus the derived ones, in the definition's order.
+///
+/// Each expression is planned once into a physical expression and evaluated
+/// on the whole batch in place: no query plan, so no repartitioning can
+/// reorder the rows (a change's `row` indexes this batch).
 pub async fn derive(reader: &Reader, images: &RecordBatch) -> Result<RecordBatch, String> {
+    use deltalake::datafusion::common::DFSchema;
     let schema = rows_schema(reader);
     if images.num_rows() == 0 {
         return Ok(RecordBatch::new_empty(schema));
     }
     let ctx = SessionContext::new();
-    let frame = ctx.read_batch(images.clone()).map_err(|e| e.to_string())?;
-    let mut select: Vec<Expr> = Vec::new();
+    let df_schema = DFSchema::try_from(images.schema().as_ref().clone()).map_err(|e| e.to_string())?;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for c in reader.definition.columns.iter() {
         match &c.source {
             Some(ColumnSource::Derived(sql)) => {
-                let expr = ctx
-                    .parse_sql_expr(sql, frame.schema())
-                    .map_err(|e| format!("{}: column `{}`: expr `{sql}`: {e}", reader.definition.file, c.name))?;
-                select.push(cast(expr, c.data_type.clone()).alias(&c.name));
+                let at = || format!("column `{}`: expr `{sql}`", c.name);
+                let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| format!("{}: {e}", at()))?;
+                let physical = ctx.create_physical_expr(cast(expr, c.data_type.clone()), &df_schema).map_err(|e| format!("{}: {e}", at()))?;
+                let value = physical.evaluate(images).map_err(|e| format!("{}: {e}", at()))?;
+                columns.push(value.into_array(images.num_rows()).map_err(|e| format!("{}: {e}", at()))?);
             }
             Some(ColumnSource::Meta(_)) => {}
-            _ => select.push(Expr::Column(Column::new_unqualified(&c.name))),
+            _ => columns.push(images.column_by_name(&c.name).cloned().ok_or_else(|| format!("no column `{}` in the images", c.name))?),
         }
     }
-    let out = frame.select(select).map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
-    let out = concat_batches(&out.first().map(|b| b.schema()).unwrap_or_else(|| schema.clone()), &out).map_err(|e| e.to_string())?;
-    // Same columns, the definition's schema (nullability may differ after a cast).
-    RecordBatch::try_new(schema, out.columns().to_vec()).map_err(|e| e.to_string())
+    // The definition's schema (nullability may differ after a cast).
+    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
 async fn predicate(flags: &RecordBatch, sql: &str) -> Result<deltalake::arrow::array::BooleanArray, String> {
+    use deltalake::datafusion::common::DFSchema;
     if flags.num_rows() == 0 {
         return Ok(deltalake::arrow::array::BooleanArray::from(Vec::<bool>::new()));
     }
     let ctx = SessionContext::new();
-    let frame = ctx.read_batch(flags.clone()).map_err(|e| e.to_string())?;
-    let expr = ctx.parse_sql_expr(sql, frame.schema()).map_err(|e| format!("apply_as_deletes `{sql}`: {e}"))?;
-    let out = frame.select(vec![cast(expr, DataType::Boolean).alias("d")]).map_err(|e| e.to_string())?.collect().await.map_err(|e| e.to_string())?;
-    let out = concat_batches(&out[0].schema(), &out).map_err(|e| e.to_string())?;
-    Ok(out.column(0).as_boolean().clone())
+    let df_schema = DFSchema::try_from(flags.schema().as_ref().clone()).map_err(|e| e.to_string())?;
+    let expr = ctx.parse_sql_expr(sql, &df_schema).map_err(|e| format!("apply_as_deletes `{sql}`: {e}"))?;
+    let physical = ctx.create_physical_expr(cast(expr, DataType::Boolean), &df_schema).map_err(|e| format!("apply_as_deletes `{sql}`: {e}"))?;
+    let value = physical.evaluate(flags).map_err(|e| format!("apply_as_deletes `{sql}`: {e}"))?;
+    let array = value.into_array(flags.num_rows()).map_err(|e| e.to_string())?;
+    Ok(array.as_boolean().clone())
 }
 
 /// The rows (by index among the images) whose expressions fail, with the reason.
@@ -267,10 +272,36 @@ pub fn keep_rows(batch: &RecordBatch, keep: &deltalake::arrow::array::BooleanArr
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use deltalake::arrow::datatypes::{Decimal128Type, Int32Type};
+
+    /// Derived columns stay on their row in a batch larger than DataFusion's
+    /// batch size (a query plan would split and may reorder it).
+    #[tokio::test]
+    async fn derived_values_stay_on_their_row() {
+        let reader = Reader::new(crate::tables::definition::get("silver.order_lines")).unwrap();
+        let changes: Vec<_> = (0..20_000i64)
+            .map(|i| {
+                let v = serde_json::json!({"op": "c", "source": {"seq": i}, "after": {"transaction_no": format!("{}", 100000 + i),
+                    "line_no": 1, "order_date": "2019-12-09", "product_no": "P", "product_name": "x", "price": "1.00",
+                    "quantity": i, "country": "UK"}});
+                reader.decode(None, Some(v.to_string().as_bytes()), i, 1 << 20)
+            })
+            .collect();
+        let (events, rows) = evaluate(&reader, changes).await;
+        let qty = rows.rows.column_by_name("quantity").unwrap().as_primitive::<Int32Type>().clone();
+        let total = rows.rows.column_by_name("line_total").unwrap().as_primitive::<Decimal128Type>().clone();
+        for (i, e) in events.iter().enumerate() {
+            let row = e.as_ref().unwrap().row;
+            assert_eq!(i64::from(qty.value(row)), i as i64);
+            assert_eq!(total.value(row), i as i128 * 100, "row {row}");
+        }
+    }
+
     #[test]
     fn identifiers_skip_keywords_functions_and_literals() {
-        assert_eq!(super::identifiers("__deleted = 'true'"), vec!["__deleted"]);
-        assert_eq!(super::identifiers("starts_with(transaction_no, 'C') AND NOT x IS NULL"), vec!["transaction_no", "x"]);
-        assert_eq!(super::identifiers("\"Weird Name\" = 1"), vec!["Weird Name"]);
+        assert_eq!(identifiers("__deleted = 'true'"), vec!["__deleted"]);
+        assert_eq!(identifiers("starts_with(transaction_no, 'C') AND NOT x IS NULL"), vec!["transaction_no", "x"]);
+        assert_eq!(identifiers("\"Weird Name\" = 1"), vec!["Weird Name"]);
     }
 }
