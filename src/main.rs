@@ -122,6 +122,9 @@ enum Command {
         #[arg(long)]
         no_vacuum: bool,
     },
+    /// List the tables (tables/*.toml, or --tables DIR) in commit order, as JSON lines:
+    /// name, path, role, topic and crash points (the chaos harness reads it).
+    Tables,
     /// Print a table's change data feed (e.g. silver/order_lines) as JSON lines.
     Changes {
         /// TOML configuration file (for lake.storage.* credentials).
@@ -278,6 +281,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     shown(r.tombstones_expired.map(|n| n.to_string())),
                     shown(r.checkpoint.map(|v| v.to_string())),
                 );
+            }
+            Ok(())
+        }
+        Command::Tables => {
+            for line in lakestream::tables::registry::describe() {
+                println!("{line}");
             }
             Ok(())
         }

@@ -93,3 +93,24 @@ pub fn topics(default_topic: &str) -> Vec<String> {
     }
     out
 }
+
+/// Every table as a JSON object (for `lakestream tables`): its name, path,
+/// role, the topic its definition names, and its crash points.
+pub fn describe() -> Vec<serde_json::Value> {
+    tables()
+        .into_iter()
+        .map(|(role, d)| {
+            let (kind, topic) = match role {
+                TableRole::Bronze => ("bronze", None),
+                TableRole::Quarantine => ("quarantine", None),
+                TableRole::Tombstones { of } => ("tombstones", Some(change_tables()[of].source.topic.clone())),
+                TableRole::Change { .. } => ("change", Some(d.source.topic.clone())),
+            };
+            let mut failpoints = vec![role.after_commit_point().to_string(), format!("cycle.after:{}", d.name)];
+            if !matches!(role, TableRole::Change { .. }) {
+                failpoints.push(format!("{}.files_written", d.name)); // appends write files, then commit
+            }
+            serde_json::json!({"name": d.name, "sql_name": d.sql_name, "path": d.path, "role": kind, "topic": topic, "failpoints": failpoints})
+        })
+        .collect()
+}

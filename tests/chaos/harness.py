@@ -72,12 +72,13 @@ FAILPOINTS = [  # (point, weight): where a crash is most dangerous for exactly-o
     ("quarantine.orders.files_written", 1),
     ("silver.order_lines_tombstones.files_written", 1),
 ]
-TABLES = {  # txn table name -> path below the lake
-    "bronze.orders": "bronze/orders",
-    "quarantine.orders": "quarantine/orders",
-    "silver.order_lines_tombstones": "silver/order_lines_tombstones",
-    "silver.order_lines": "silver/order_lines",
-}
+TABLES: dict[str, str] = {}  # txn table name -> path below the lake: `lakestream tables` (see main)
+
+
+def load_tables(binary: str) -> dict[str, str]:
+    """The tables of the lake as the binary lists them (tables/*.toml), in commit order."""
+    out = subprocess.run([binary, "tables"], check=True, capture_output=True, text=True).stdout
+    return {t["name"]: t["path"] for t in map(json.loads, out.splitlines())}
 
 T0 = time.monotonic()
 
@@ -1148,6 +1149,7 @@ def main() -> int:
     pinned = Path(a.workdir) / "lakestream"
     shutil.copy2(a.binary, pinned)
     a.binary = str(pinned)
+    TABLES.update(load_tables(a.binary))
     ch = Chaos(a)
     try:
         s = ch.run()
