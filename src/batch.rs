@@ -27,8 +27,9 @@ impl Batch {
     pub fn push(&mut self, record: KafkaRecord) {
         self.opened_at.get_or_insert_with(Instant::now);
         self.bytes += record.size();
-        match self.ranges.get_mut(&TopicPartition { topic: record.topic.clone(), partition: record.partition }) {
-            Some(r) => r.extend(record.offset),
+        // A linear look over the batch's few partitions: no allocation per record.
+        match self.ranges.iter_mut().find(|(tp, _)| tp.partition == record.partition && tp.topic == record.topic) {
+            Some((_, r)) => r.extend(record.offset),
             None => {
                 let tp = TopicPartition::new(record.topic.clone(), record.partition);
                 self.ranges.insert(tp, OffsetRange { partition: record.partition, first: record.offset, last: record.offset });
@@ -51,6 +52,11 @@ impl Batch {
 
     pub fn is_full(&self) -> bool {
         self.records.len() >= self.limits.max_records || self.bytes >= self.limits.max_bytes
+    }
+
+    /// The last offset of `tp` in the batch, if it holds any.
+    pub fn last_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.ranges.get(tp).map(|r| r.last)
     }
 
     /// When the batch must close even if it is not full; None while empty.

@@ -244,7 +244,7 @@ impl Reader {
                 (Some(t), [only]) if t == *only => {
                     let text = key_text(raw).ok_or_else(|| tombstone_err("the key is not UTF-8".into()))?;
                     let (column, source) = self.fields[t];
-                    let v = value::read(Some(&Value::String(text.to_string())), &column.data_type, source, None, "key")
+                    let v = value::read(Some(&Value::String(text.to_string())), &column.data_type, source, None, &"key")
                         .map_err(|e| tombstone_err(e.message))?;
                     vec![v]
                 }
@@ -321,8 +321,8 @@ impl Reader {
                 }
             }
         }
-        let hint = if source.path.len() == 1 { hints.get(&source.path[0]) } else { None };
-        value::read(found, &column.data_type, source, hint, &format!("{at}.{}", source.path.join(".")))
+        let hint = if source.path.len() == 1 && !hints.is_empty() { hints.get(&source.path[0]) } else { None };
+        value::read(found, &column.data_type, source, hint, &value::FieldName(at, &source.path))
     }
 
     /// Fields of a row image the table has no column for: ignored, or new
@@ -381,10 +381,14 @@ impl Reader {
     fn check_key(&self, kafka_key: Option<&[u8]>, key: &Key) -> Result<(), DecodeError> {
         let Some(raw) = kafka_key else { return Ok(()) };
         let text = String::from_utf8_lossy(raw);
-        if let (Some(t), Some(bare)) = (self.key_text, key_text(raw)) {
+        if let Some(t) = self.key_text {
             let position = self.key.iter().position(|k| *k == t);
             let value = position.map(|p| &key[p]);
-            if matches!(value, Some(Scalar::Text(s)) if *s == bare) || matches!(value, Some(Scalar::Int(i)) if i.to_string() == bare) {
+            let same = |bare: &str| {
+                matches!(value, Some(Scalar::Text(s)) if s == bare) || matches!(value, Some(Scalar::Int(i)) if i.to_string() == bare)
+            };
+            // The bare value (what produce writes), else a JSON string holding it.
+            if same(&text) || key_text(raw).is_some_and(|bare| same(&bare)) {
                 return Ok(());
             }
         }

@@ -59,7 +59,7 @@ pub fn read(obj: &Map<String, Value>, alternatives: &[Alternative], fallback: Op
         }
         let mut parts = Vec::with_capacity(alt.fields.len());
         for path in &alt.fields {
-            parts.push(part(lookup(obj, path, at)?, &name(at, path))?);
+            parts.push(part(lookup(obj, path, at)?, || name(at, path))?);
         }
         return if bigint { pack(&parts, alt, at) } else { Ok(Seq::Text(encode(&parts))) };
     }
@@ -119,18 +119,18 @@ fn lookup<'a>(obj: &'a Map<String, Value>, path: &[String], at: &str) -> Result<
     Ok(None)
 }
 
-fn part(value: Option<&Value>, path: &str) -> Result<Part, DecodeError> {
+fn part(value: Option<&Value>, path: impl Fn() -> String) -> Result<Part, DecodeError> {
     Ok(match value {
         None => Part::Null,
         Some(Value::Number(n)) => {
-            Part::Int(n.as_i64().ok_or_else(|| err(ErrorKind::InvalidValue, format!("{path}: {n} is not a whole 64-bit number")))?)
+            Part::Int(n.as_i64().ok_or_else(|| err(ErrorKind::InvalidValue, format!("{}: {n} is not a whole 64-bit number", path())))?)
         }
         Some(Value::String(s)) => match s.parse::<i64>() {
             Ok(i) if s.bytes().all(|b| b.is_ascii_digit()) => Part::Int(i),
             _ => Part::Text(s.clone()),
         },
         Some(other) => {
-            return Err(err(ErrorKind::WrongType, format!("{path}: expected a whole number or a string, found {}", json_type(other))))
+            return Err(err(ErrorKind::WrongType, format!("{}: expected a whole number or a string, found {}", path(), json_type(other))))
         }
     })
 }

@@ -57,6 +57,42 @@ impl std::hash::Hash for Scalar {
     }
 }
 
+/// A total order (nulls first, then by type, then by value): keys sort, so
+/// that a MERGE writes rows in key order and file statistics prune well.
+impl Ord for Scalar {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn rank(s: &Scalar) -> u8 {
+            match s {
+                Scalar::Null => 0,
+                Scalar::Bool(_) => 1,
+                Scalar::Int(_) => 2,
+                Scalar::Float(_) => 3,
+                Scalar::Text(_) => 4,
+                Scalar::Decimal(_) => 5,
+                Scalar::Date(_) => 6,
+                Scalar::Micros(_) => 7,
+                Scalar::Bytes(_) => 8,
+            }
+        }
+        match (self, other) {
+            (Scalar::Bool(a), Scalar::Bool(b)) => a.cmp(b),
+            (Scalar::Int(a), Scalar::Int(b)) | (Scalar::Micros(a), Scalar::Micros(b)) => a.cmp(b),
+            (Scalar::Float(a), Scalar::Float(b)) => a.total_cmp(b),
+            (Scalar::Text(a), Scalar::Text(b)) => a.cmp(b),
+            (Scalar::Decimal(a), Scalar::Decimal(b)) => a.cmp(b),
+            (Scalar::Date(a), Scalar::Date(b)) => a.cmp(b),
+            (Scalar::Bytes(a), Scalar::Bytes(b)) => a.cmp(b),
+            _ => rank(self).cmp(&rank(other)),
+        }
+    }
+}
+
+impl PartialOrd for Scalar {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl Scalar {
     pub fn is_null(&self) -> bool {
         matches!(self, Scalar::Null)
@@ -121,6 +157,16 @@ impl FieldHint {
     }
 }
 
+/// A field's name in messages, e.g. `after.price`, formatted only when a
+/// message needs it (decoding reads millions of fields that need none).
+pub struct FieldName<'a>(pub &'a str, pub &'a [String]);
+
+impl std::fmt::Display for FieldName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1.join("."))
+    }
+}
+
 /// Reads `value` (None: the field is absent) as a value of `data_type`.
 /// `at` names the field in messages, e.g. `after.price`.
 pub fn read(
@@ -128,7 +174,7 @@ pub fn read(
     data_type: &DataType,
     source: &FieldSource,
     hint: Option<&FieldHint>,
-    at: &str,
+    at: &dyn std::fmt::Display,
 ) -> Result<Scalar, DecodeError> {
     let value = match value {
         None | Some(Value::Null) => None,
@@ -534,27 +580,27 @@ mod tests {
         let dec = DataType::Decimal128(12, 2);
         // 1500.25 at scale 2 = 150025 = 0x02_4A_09 -> base64 "AkoJ"
         let b64 = serde_json::json!("AkoJ");
-        assert_eq!(read(Some(&b64), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), "a"), Ok(Scalar::Decimal(150025)));
+        assert_eq!(read(Some(&b64), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), &"a"), Ok(Scalar::Decimal(150025)));
         // scale 3 in the schema, 2 in the column: exact when the last digit is 0
-        assert_eq!(read(Some(&b64), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(3))), "a").unwrap_err().kind, ErrorKind::InvalidValue);
-        assert_eq!(read(Some(&serde_json::json!("-0.05")), &dec, &f, None, "a"), Ok(Scalar::Decimal(-5)));
-        assert_eq!(read(Some(&serde_json::json!(1500.5)), &dec, &f, None, "a"), Ok(Scalar::Decimal(150050)));
-        assert_eq!(read(Some(&serde_json::json!(1.005)), &dec, &f, None, "a").unwrap_err().kind, ErrorKind::InvalidValue);
+        assert_eq!(read(Some(&b64), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(3))), &"a").unwrap_err().kind, ErrorKind::InvalidValue);
+        assert_eq!(read(Some(&serde_json::json!("-0.05")), &dec, &f, None, &"a"), Ok(Scalar::Decimal(-5)));
+        assert_eq!(read(Some(&serde_json::json!(1500.5)), &dec, &f, None, &"a"), Ok(Scalar::Decimal(150050)));
+        assert_eq!(read(Some(&serde_json::json!(1.005)), &dec, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue);
         // negative base64: -1 = 0xFF
-        assert_eq!(read(Some(&serde_json::json!("/w==")), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), "a"), Ok(Scalar::Decimal(-1)));
+        assert_eq!(read(Some(&serde_json::json!("/w==")), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), &"a"), Ok(Scalar::Decimal(-1)));
         let ts = timestamp_type();
         let us = 1_700_000_000_123_456i64;
-        assert_eq!(read(Some(&serde_json::json!(us)), &ts, &f, Some(&hint("io.debezium.time.MicroTimestamp", None)), "a"), Ok(Scalar::Micros(us)));
-        assert_eq!(read(Some(&serde_json::json!(us / 1000)), &ts, &f, Some(&hint("io.debezium.time.Timestamp", None)), "a"), Ok(Scalar::Micros(us / 1000 * 1000)));
-        assert_eq!(read(Some(&serde_json::json!(us * 1000)), &ts, &f, Some(&hint("io.debezium.time.NanoTimestamp", None)), "a"), Ok(Scalar::Micros(us)));
-        assert_eq!(read(Some(&serde_json::json!(us)), &ts, &f, None, "a").unwrap_err().kind, ErrorKind::InvalidValue, "no unit");
+        assert_eq!(read(Some(&serde_json::json!(us)), &ts, &f, Some(&hint("io.debezium.time.MicroTimestamp", None)), &"a"), Ok(Scalar::Micros(us)));
+        assert_eq!(read(Some(&serde_json::json!(us / 1000)), &ts, &f, Some(&hint("io.debezium.time.Timestamp", None)), &"a"), Ok(Scalar::Micros(us / 1000 * 1000)));
+        assert_eq!(read(Some(&serde_json::json!(us * 1000)), &ts, &f, Some(&hint("io.debezium.time.NanoTimestamp", None)), &"a"), Ok(Scalar::Micros(us)));
+        assert_eq!(read(Some(&serde_json::json!(us)), &ts, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue, "no unit");
         let zoned = serde_json::json!("2023-11-14T23:13:20.123456+01:00");
-        assert_eq!(read(Some(&zoned), &ts, &f, None, "a"), Ok(Scalar::Micros(us)));
-        assert_eq!(read(Some(&serde_json::json!(19000)), &DataType::Date32, &f, None, "a"), Ok(Scalar::Date(19000)));
-        assert_eq!(read(Some(&serde_json::json!("2022-01-08")), &DataType::Date32, &f, None, "a"), Ok(Scalar::Date(19000)));
-        let e = read(Some(&serde_json::json!(true)), &dec, &f, None, "after.price").unwrap_err();
+        assert_eq!(read(Some(&zoned), &ts, &f, None, &"a"), Ok(Scalar::Micros(us)));
+        assert_eq!(read(Some(&serde_json::json!(19000)), &DataType::Date32, &f, None, &"a"), Ok(Scalar::Date(19000)));
+        assert_eq!(read(Some(&serde_json::json!("2022-01-08")), &DataType::Date32, &f, None, &"a"), Ok(Scalar::Date(19000)));
+        let e = read(Some(&serde_json::json!(true)), &dec, &f, None, &"after.price").unwrap_err();
         assert_eq!(e.message, "after.price: expected a decimal number, found a boolean");
-        assert_eq!(read(Some(&serde_json::json!("3")), &DataType::Int32, &f, None, "a").unwrap_err().kind, ErrorKind::WrongType);
-        assert_eq!(read(Some(&serde_json::json!(1i64 << 40)), &DataType::Int32, &f, None, "a").unwrap_err().kind, ErrorKind::InvalidValue);
+        assert_eq!(read(Some(&serde_json::json!("3")), &DataType::Int32, &f, None, &"a").unwrap_err().kind, ErrorKind::WrongType);
+        assert_eq!(read(Some(&serde_json::json!(1i64 << 40)), &DataType::Int32, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue);
     }
 }

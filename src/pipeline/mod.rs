@@ -217,8 +217,6 @@ pub async fn run(
     let mut assigned: BTreeSet<TopicPartition> = BTreeSet::new();
     let mut ends: HashMap<TopicPartition, Assignment> = HashMap::new();
     let mut had_assignment = false;
-    // Last offset received per partition (to close the final batch early with --until-caught-up).
-    let mut received: HashMap<TopicPartition, i64> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut tombstones_expired = Instant::now();
     let result: anyhow::Result<()> = async {
@@ -232,18 +230,16 @@ pub async fn run(
                 event = rx.recv() => match event {
                     None => bail!("the Kafka consumer stopped unexpectedly"),
                     Some(SourceEvent::Record(r)) => {
-                        let tp = TopicPartition::new(r.topic.clone(), r.partition);
-                        if !assigned.contains(&tp) {
+                        // (No allocation per record: a linear look over the owned partitions.)
+                        if !assigned.iter().any(|tp| tp.partition == r.partition && tp.topic == r.topic) {
                             continue; // a record of a partition handed over already
                         }
-                        let offset = r.offset;
                         batch.push(r);
                         metrics.open_batch_records.set(batch.len() as i64);
-                        received.insert(tp, offset);
                         // With --until-caught-up, close the last batch as soon as it holds everything.
                         let everything_in = options.until_caught_up
                             && all_through_end(&assigned, &ends, |p| {
-                                writer.committed(p).max(received.get(p).copied())
+                                writer.committed(p).max(batch.last_offset(p))
                             });
                         if batch.is_full() || everything_in {
                             flush(&mut batch, &mut writer, &source, &config, &mut summary, &metrics, &stop).await?;

@@ -187,30 +187,81 @@ pub fn newest_per_key<'a>(
         }
     }
     let mut out: Vec<Chosen<'a>> = newest.into_values().collect();
-    out.sort_by_key(|c| (c.record.partition, c.record.offset));
+    // Key order: the MERGE writes new rows in it, so files hold narrow key
+    // ranges and the next MERGEs skip them by their statistics.
+    out.sort_unstable_by(|a, b| a.event.key.cmp(&b.event.key));
     out
 }
 
-/// The value a meta column takes for one change.
+/// The values a meta column takes for the changes, built straight into an
+/// Arrow array (no per-row allocation: the MERGE source of a batch has ~10^5 rows).
 pub fn meta_array(meta: Meta, data_type: &DataType, chosen: &[(&KafkaRecord, Op, Option<i64>, &Seq)], now: DateTime<Utc>) -> Result<ArrayRef, String> {
-    let values: Vec<Scalar> = chosen
-        .iter()
-        .map(|(r, op, source_ts, seq)| match meta {
-            Meta::Op => Scalar::Text(op.code().into()),
-            Meta::Sequence => match seq {
-                Seq::Int(i) => Scalar::Int(*i),
-                Seq::Text(t) => Scalar::Text(t.clone()),
-            },
-            Meta::SourceTs => source_ts.or(r.timestamp_ms).map_or(Scalar::Null, |ms| Scalar::Micros(ms * 1000)),
-            Meta::KafkaTopic => Scalar::Text(r.topic.clone()),
-            Meta::KafkaPartition => Scalar::Int(i64::from(r.partition)),
-            Meta::KafkaOffset => Scalar::Int(r.offset),
-            Meta::KafkaTimestamp => r.timestamp_ms.map_or(Scalar::Null, |ms| Scalar::Micros(ms * 1000)),
-            Meta::WrittenAt => Scalar::Micros(now.timestamp_micros()),
-        })
-        .collect();
-    let refs: Vec<&Scalar> = values.iter().collect();
-    value::array(data_type, &refs)
+    use deltalake::arrow::array::{Int32Builder, Int64Builder, TimestampMicrosecondBuilder};
+    let n = chosen.len();
+    let micros = |f: &dyn Fn(&(&KafkaRecord, Op, Option<i64>, &Seq)) -> Option<i64>| -> ArrayRef {
+        let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        for c in chosen {
+            b.append_option(f(c));
+        }
+        Arc::new(b.finish())
+    };
+    let array: ArrayRef = match meta {
+        Meta::Op => {
+            let mut b = StringBuilder::with_capacity(n, n);
+            for (_, op, _, _) in chosen {
+                b.append_value(op.code());
+            }
+            Arc::new(b.finish())
+        }
+        Meta::Sequence if *data_type == DataType::Int64 => {
+            let mut b = Int64Builder::with_capacity(n);
+            for (_, _, _, seq) in chosen {
+                match seq {
+                    Seq::Int(i) => b.append_value(*i),
+                    Seq::Text(t) => return Err(format!("sequence `{t}` in a bigint column")),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Meta::Sequence => {
+            let mut b = StringBuilder::with_capacity(n, n * 24);
+            for (_, _, _, seq) in chosen {
+                match seq {
+                    Seq::Text(t) => b.append_value(t),
+                    Seq::Int(i) => b.append_value(i.to_string()),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        Meta::SourceTs => micros(&|(r, _, ts, _)| ts.or(r.timestamp_ms).map(|ms| ms * 1000)),
+        Meta::KafkaTimestamp => micros(&|(r, _, _, _)| r.timestamp_ms.map(|ms| ms * 1000)),
+        Meta::WrittenAt => micros(&|_| Some(now.timestamp_micros())),
+        Meta::KafkaTopic => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            for (r, _, _, _) in chosen {
+                b.append_value(&r.topic);
+            }
+            Arc::new(b.finish())
+        }
+        Meta::KafkaPartition => {
+            let mut b = Int32Builder::with_capacity(n);
+            for (r, _, _, _) in chosen {
+                b.append_value(r.partition);
+            }
+            Arc::new(b.finish())
+        }
+        Meta::KafkaOffset => {
+            let mut b = Int64Builder::with_capacity(n);
+            for (r, _, _, _) in chosen {
+                b.append_value(r.offset);
+            }
+            Arc::new(b.finish())
+        }
+    };
+    if array.data_type() != data_type {
+        return Err(format!("meta = {meta:?} fills {}, the column is {data_type}", array.data_type()));
+    }
+    Ok(array)
 }
 
 /// The MERGE source: one row per key, the table's columns plus the
