@@ -66,6 +66,12 @@ fi
 echo ok
 
 # kustomize build of both kustomizations (kubectl's built-in kustomize, or kustomize).
+# On a machine without either, root installs Debian's kubectl (kept for later runs).
+if ! command -v kustomize >/dev/null 2>&1 && ! command -v kubectl >/dev/null 2>&1 \
+  && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get install -y -q kubectl >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q kubectl >/dev/null 2>&1; }) \
+    || echo "WARNING: could not install kubectl from Debian's packages" >&2
+fi
 built=""
 if command -v kustomize >/dev/null 2>&1; then
   build() { kustomize build "$1"; }

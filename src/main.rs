@@ -188,7 +188,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         lakestream::migration::use_dir(dir);
     }
     // The table definitions (tables/*.toml) must be consistent, their expressions valid.
-    lakestream::tables::definition::check_all().map_err(anyhow::Error::msg)?;
+    lakestream::tables::registry::check_all().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Produce { common, input, limit, rate, partitions, replication_factor, mutations, seed, skip_bad_rows, replays, first_replay } => {
             let config = load_config(&common)?;

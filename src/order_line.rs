@@ -141,19 +141,7 @@ pub fn price_from_json(value: &serde_json::Value) -> Result<Price, String> {
     match value {
         serde_json::Value::Number(n) => Price::parse(&n.to_string()),
         serde_json::Value::String(s) => Price::parse(s),
-        other => Err(format!("expected a decimal number, found {}", json_type(other))),
-    }
-}
-
-/// The JSON type name used in error messages.
-pub fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+        other => Err(format!("expected a decimal number, found {}", crate::change::json_type(other))),
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! The writer's row builders fill columns *by name*; [`TableDefinition::batch`]
 //! puts them in the definition's order and checks every type, so a definition
-//! and the code that fills it cannot drift apart silently: [`check_all`] runs
+//! and the code that fills it cannot drift apart silently: `registry::check_all` runs
 //! every builder on no rows at start and names the file and the column.
 
 use crate::change::spec::{self as change_spec, ChangeSpec, ColumnSource, Meta, RawChange, RawColumnSource, TimestampUnit};
@@ -426,7 +426,7 @@ pub fn all() -> Result<&'static [TableDefinition], DefinitionError> {
 }
 
 /// The definition named `name` (e.g. `silver.order_lines`). Definitions are
-/// checked at start ([`check_all`]); a missing one is a build error.
+/// checked at start (`registry::check_all`); a missing one is a build error.
 pub fn get(name: &str) -> &'static TableDefinition {
     all()
         .expect("table definitions are checked at start")
@@ -488,37 +488,13 @@ impl TableDefinition {
     }
 }
 
-/// Parses every definition and runs every row builder on no rows against
-/// its definition: the start-up check of every command that touches tables.
-pub fn check_all() -> Result<(), String> {
-    all().map_err(|e| format!("invalid table definition: {e}"))?;
-    let now = chrono::Utc::now();
-    let empty: Vec<crate::source::record::KafkaRecord> = Vec::new();
-    crate::tables::bronze::try_rows(empty.iter(), now)?;
-    crate::tables::quarantine::try_rows(std::iter::empty(), now)?;
-    for d in crate::tables::registry::change_tables() {
-        let reader = crate::change::decode::Reader::new(d).expect("a change table");
-        crate::change::derive::check_expressions(&reader)?;
-        let rows = crate::change::derive::TableRows {
-            rows: deltalake::arrow::array::RecordBatch::new_empty(crate::change::derive::rows_schema(&reader)),
-            before: deltalake::arrow::array::RecordBatch::new_empty(crate::change::derive::rows_schema(&reader)),
-        };
-        crate::tables::silver::source_rows(&reader, &rows, &[], now)?;
-        if let Some(t) = d.change.as_ref().and_then(|c| c.tombstones.as_deref()) {
-            let key_types: Vec<DataType> = reader.key.iter().map(|i| reader.fields[*i].0.data_type.clone()).collect();
-            crate::tables::tombstones::rows(get(t), &d.primary_key, &key_types, &[], now)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_compiled_definitions_are_valid_and_match_the_row_builders() {
-        check_all().unwrap();
+        crate::tables::registry::check_all().unwrap();
         let silver = get("silver.order_lines");
         assert_eq!(silver.primary_key, ["transaction_no", "line_no"]);
         assert_eq!(silver.sequence_column.as_deref(), Some("_seq"));

@@ -114,3 +114,27 @@ pub fn describe() -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Parses every definition and runs every row builder on no rows against
+/// its definition: the start-up check of every command that touches tables.
+pub fn check_all() -> Result<(), String> {
+    definition::all().map_err(|e| format!("invalid table definition: {e}"))?;
+    let now = chrono::Utc::now();
+    let empty: Vec<crate::source::record::KafkaRecord> = Vec::new();
+    crate::tables::bronze::try_rows(empty.iter(), now)?;
+    crate::tables::quarantine::try_rows(std::iter::empty(), now)?;
+    for d in change_tables() {
+        let reader = crate::change::decode::Reader::new(d).expect("a change table");
+        crate::change::derive::check_expressions(&reader)?;
+        let rows = crate::change::derive::TableRows {
+            rows: deltalake::arrow::array::RecordBatch::new_empty(crate::change::derive::rows_schema(&reader)),
+            before: deltalake::arrow::array::RecordBatch::new_empty(crate::change::derive::rows_schema(&reader)),
+        };
+        crate::tables::silver::source_rows(&reader, &rows, &[], now)?;
+        if let Some(t) = d.change.as_ref().and_then(|c| c.tombstones.as_deref()) {
+            let key_types: Vec<deltalake::arrow::datatypes::DataType> = reader.key.iter().map(|i| reader.fields[*i].0.data_type.clone()).collect();
+            crate::tables::tombstones::rows(definition::get(t), &d.primary_key, &key_types, &[], now)?;
+        }
+    }
+    Ok(())
+}

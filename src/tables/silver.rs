@@ -42,6 +42,19 @@ use deltalake::kernel::Transaction;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// A column name in the MERGE's SQL: bare when it is a plain lower-case
+/// name (as delta-rs' partition pruning expects), else quoted.
+fn ident(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let keyword = matches!(name, "and" | "or" | "not" | "is" | "null" | "true" | "false" | "in" | "between" | "like" | "case" | "when" | "then" | "else" | "end" | "select" | "from" | "where" | "order" | "group" | "by" | "offset" | "partition" | "limit" | "value" | "key" | "timestamp" | "date" | "interval");
+    if plain && !keyword {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// The MERGE source's operation column (not a table column).
 const OP: &str = "__lakestream_op";
 
@@ -328,17 +341,18 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
         && d.partition_by.iter().all(|p| source.column_by_name(&match_column(p)).is_some_and(|c| c.null_count() == 0));
     let mut conditions: Vec<String> = Vec::new();
     if month_known {
-        conditions.extend(d.partition_by.iter().map(|p| format!("target.\"{p}\" = source.\"{}\"", match_column(p))));
+        conditions.extend(d.partition_by.iter().map(|p| format!("target.{} = source.{}", ident(p), ident(&match_column(p)))));
     }
-    conditions.extend(d.primary_key.iter().map(|k| format!("target.\"{k}\" = source.\"{k}\"")));
+    conditions.extend(d.primary_key.iter().map(|k| format!("target.{k} = source.{k}", k = ident(k))));
     let predicate = conditions.join(" AND ");
     let seq = d.sequence_column.as_deref().expect("change tables have a sequence column");
     let ctx = SessionContext::new();
     let frame = ctx
         .read_batch(source)
         .map_err(|e| table.wrap_error(deltalake::DeltaTableError::Generic(format!("{} source: {e}", d.name))))?;
-    let newer = format!("source.\"{seq}\" > target.\"{seq}\"");
-    let not_older = format!("source.\"{seq}\" >= target.\"{seq}\"");
+    let seq = ident(seq);
+    let newer = format!("source.{seq} > target.{seq}");
+    let not_older = format!("source.{seq} >= target.{seq}");
     let columns = || d.columns.iter().map(|c| c.name.as_str());
     let (merged, metrics) = table
         .delta()
@@ -350,10 +364,10 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
         .when_matched_delete(|del| del.predicate(format!("source.{OP} = 'd' AND {not_older}")))
         .and_then(|m| {
             m.when_matched_update(|u| {
-                columns().fold(u.predicate(format!("source.{OP} <> 'd' AND {newer}")), |u, c| u.update(c, format!("source.\"{c}\"")))
+                columns().fold(u.predicate(format!("source.{OP} <> 'd' AND {newer}")), |u, c| u.update(c, format!("source.{}", ident(c))))
             })
         })
-        .and_then(|m| m.when_not_matched_insert(|i| columns().fold(i.predicate(format!("source.{OP} <> 'd'")), |i, c| i.set(c, format!("source.\"{c}\"")))))
+        .and_then(|m| m.when_not_matched_insert(|i| columns().fold(i.predicate(format!("source.{OP} <> 'd'")), |i, c| i.set(c, format!("source.{}", ident(c))))))
         .map_err(|e| table.wrap_error(e))?
         .await
         .map_err(|e| table.wrap_error(e))?;

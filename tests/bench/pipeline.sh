@@ -29,16 +29,21 @@ start=$(date +%s.%N)
 /usr/bin/time -f "%M" -o "$work/rss_kb" "$BIN" run --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" \
   --group "$run_id" --lake "$lake" --until-caught-up 2>"$work/run.log" >"$work/run.txt" &
 timer=$!
-# The writer's resident memory once a second, to show whether it stays flat as the tables grow.
-writer=""
-while kill -0 "$timer" 2>/dev/null; do
-  [ -n "$writer" ] || writer=$(pgrep -P "$timer" -f "lakestream run" || true)
-  [ -n "$writer" ] && awk '/VmRSS/ {print $2}' "/proc/$writer/status" 2>/dev/null >> "$work/rss_samples" || true
-  sleep 1
-done
+# The writer's resident memory once a second, to show whether it stays flat as the tables
+# grow; sampled beside the run, so that the wall time is not rounded up to the sampling.
+(
+  writer=""
+  while kill -0 "$timer" 2>/dev/null; do
+    [ -n "$writer" ] || writer=$(pgrep -P "$timer" -f "lakestream run" || true)
+    [ -n "$writer" ] && awk '/VmRSS/ {print $2}' "/proc/$writer/status" 2>/dev/null >> "$work/rss_samples" || true
+    sleep 1
+  done
+) &
+sampler=$!
 wait "$timer"
-cat "$work/run.txt"
 end=$(date +%s.%N)
+wait "$sampler" 2>/dev/null || true
+cat "$work/run.txt"
 
 events=$(grep -o 'wrote [0-9]*' "$work/run.txt" | grep -o '[0-9]*')
 bytes=$(grep -o '"bytes":[0-9]*' "$work/run.log" | grep -o '[0-9]*' | paste -sd+ | bc)
