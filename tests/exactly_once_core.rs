@@ -52,7 +52,7 @@ async fn writer(config: &Config) -> Writer {
 
 async fn write(w: &mut Writer, range: std::ops::Range<i64>) -> Vec<&'static str> {
     let (records, ranges) = batch(range);
-    let decoded = Decoded::new(records, &w.readers, 1 << 20).await;
+    let decoded = Decoded::new(records, &w.readers, 1 << 20);
     w.write(&decoded, &ranges).await.unwrap().iter().map(|c| c.table).collect()
 }
 

@@ -10,7 +10,6 @@ use super::spec::ColumnSource;
 use super::value;
 use super::{err, ChangeEvent, DecodeError, ErrorKind, Op};
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder};
-use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::datafusion::logical_expr::cast;
 use deltalake::datafusion::prelude::SessionContext;
@@ -62,7 +61,7 @@ pub fn rows_schema(reader: &Reader) -> SchemaRef {
 
 /// Evaluates the derived columns and `apply_as_deletes` of a batch's
 /// changes. Returns one result per change (same order) and the rows.
-pub async fn evaluate(reader: &Reader, changes: Vec<Result<Change, DecodeError>>) -> (Vec<Result<ChangeEvent, DecodeError>>, TableRows) {
+pub fn evaluate(reader: &Reader, changes: Vec<Result<Change, DecodeError>>) -> (Vec<Result<ChangeEvent, DecodeError>>, TableRows) {
     let mut changes = changes;
     loop {
         let ok: Vec<&Change> = changes.iter().filter_map(|c| c.as_ref().ok()).collect();
@@ -70,7 +69,7 @@ pub async fn evaluate(reader: &Reader, changes: Vec<Result<Change, DecodeError>>
         let befores: Vec<&Vec<super::Scalar>> = ok.iter().filter_map(|c| c.before.as_ref()).collect();
         let before_images = image_batch(reader, befores.into_iter());
         let flags = flags_batch(reader, &ok);
-        let (failed, batch_error) = match evaluate_all(reader, &images, &before_images, flags.as_ref()).await {
+        let (failed, batch_error) = match evaluate_all(reader, &images, &before_images, flags.as_ref()) {
             Ok((rows, before, deletes)) => {
                 let mut events = Vec::with_capacity(changes.len());
                 let (mut row, mut before_row) = (0, 0);
@@ -97,7 +96,7 @@ pub async fn evaluate(reader: &Reader, changes: Vec<Result<Change, DecodeError>>
                 }
                 return (events, TableRows { rows, before });
             }
-            Err(e) => (find_failures(reader, &images, flags.as_ref()).await, e),
+            Err(e) => (find_failures(reader, &images, flags.as_ref()), e),
         };
         // DataFusion fails on the batch but on no row alone (not seen): every row gets the reason,
         // rather than the batch failing forever.
@@ -159,11 +158,11 @@ fn flags_batch(reader: &Reader, changes: &[&Change]) -> Option<RecordBatch> {
 
 type Evaluated = (RecordBatch, RecordBatch, Option<deltalake::arrow::array::BooleanArray>);
 
-async fn evaluate_all(reader: &Reader, images: &RecordBatch, before: &RecordBatch, flags: Option<&RecordBatch>) -> Result<Evaluated, String> {
-    let rows = derive(reader, images).await?;
-    let before = derive(reader, before).await?;
+fn evaluate_all(reader: &Reader, images: &RecordBatch, before: &RecordBatch, flags: Option<&RecordBatch>) -> Result<Evaluated, String> {
+    let rows = derive(reader, images)?;
+    let before = derive(reader, before)?;
     let deletes = match (flags, &reader.spec.apply_as_deletes) {
-        (Some(f), Some(expr)) => Some(predicate(f, expr).await?),
+        (Some(f), Some(expr)) => Some(predicate(f, expr)?),
         _ => None,
     };
     Ok((rows, before, deletes))
@@ -191,7 +190,6 @@ pub fn check_expressions(reader: &Reader) -> Result<(), String> {
         let fields: Vec<Field> = reader.flag_fields.iter().map(|f| Field::new(f, DataType::Utf8, true)).collect();
         let schema = DFSchema::try_from(Schema::new(fields)).map_err(|e| e.to_string())?;
         ctx.parse_sql_expr(sql, &schema).map_err(|e| format!("{}: apply_as_deletes `{sql}`: {e}", d.file))?;
-        let _ = &schema;
     }
     Ok(())
 }
@@ -201,7 +199,7 @@ pub fn check_expressions(reader: &Reader) -> Result<(), String> {
 /// Each expression is planned once into a physical expression and evaluated
 /// on the whole batch in place: no query plan, so no repartitioning can
 /// reorder the rows (a change's `row` indexes this batch).
-pub async fn derive(reader: &Reader, images: &RecordBatch) -> Result<RecordBatch, String> {
+pub fn derive(reader: &Reader, images: &RecordBatch) -> Result<RecordBatch, String> {
     use deltalake::datafusion::common::DFSchema;
     let schema = rows_schema(reader);
     if images.num_rows() == 0 {
@@ -227,7 +225,7 @@ pub async fn derive(reader: &Reader, images: &RecordBatch) -> Result<RecordBatch
     RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
 }
 
-async fn predicate(flags: &RecordBatch, sql: &str) -> Result<deltalake::arrow::array::BooleanArray, String> {
+fn predicate(flags: &RecordBatch, sql: &str) -> Result<deltalake::arrow::array::BooleanArray, String> {
     use deltalake::datafusion::common::DFSchema;
     if flags.num_rows() == 0 {
         return Ok(deltalake::arrow::array::BooleanArray::from(Vec::<bool>::new()));
@@ -242,7 +240,7 @@ async fn predicate(flags: &RecordBatch, sql: &str) -> Result<deltalake::arrow::a
 }
 
 /// The rows (by index among the images) whose expressions fail, with the reason.
-async fn find_failures(reader: &Reader, images: &RecordBatch, flags: Option<&RecordBatch>) -> Vec<(usize, String)> {
+fn find_failures(reader: &Reader, images: &RecordBatch, flags: Option<&RecordBatch>) -> Vec<(usize, String)> {
     let mut failed = Vec::new();
     let mut pending = vec![(0usize, images.num_rows())];
     while let Some((start, len)) = pending.pop() {
@@ -252,7 +250,7 @@ async fn find_failures(reader: &Reader, images: &RecordBatch, flags: Option<&Rec
         let slice = images.slice(start, len);
         let flag_slice = flags.map(|f| f.slice(start, len));
         let empty = RecordBatch::new_empty(images.schema());
-        let result = evaluate_all(reader, &slice, &empty, flag_slice.as_ref()).await;
+        let result = evaluate_all(reader, &slice, &empty, flag_slice.as_ref());
         match result {
             Ok(_) => {}
             Err(why) if len == 1 => failed.push((start, format!("{}: derived columns: {why}", reader.definition.name))),
@@ -265,11 +263,6 @@ async fn find_failures(reader: &Reader, images: &RecordBatch, flags: Option<&Rec
     failed
 }
 
-/// Keeps the rows of `batch` where `keep` is true.
-pub fn keep_rows(batch: &RecordBatch, keep: &deltalake::arrow::array::BooleanArray) -> RecordBatch {
-    filter_record_batch(batch, keep).expect("same length")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,8 +270,8 @@ mod tests {
 
     /// Derived columns stay on their row in a batch larger than DataFusion's
     /// batch size (a query plan would split and may reorder it).
-    #[tokio::test]
-    async fn derived_values_stay_on_their_row() {
+    #[test]
+    fn derived_values_stay_on_their_row() {
         let reader = Reader::new(crate::tables::definition::get("silver.order_lines")).unwrap();
         let changes: Vec<_> = (0..20_000i64)
             .map(|i| {
@@ -288,7 +281,7 @@ mod tests {
                 reader.decode(None, Some(v.to_string().as_bytes()), i, 1 << 20)
             })
             .collect();
-        let (events, rows) = evaluate(&reader, changes).await;
+        let (events, rows) = evaluate(&reader, changes);
         let qty = rows.rows.column_by_name("quantity").unwrap().as_primitive::<Int32Type>().clone();
         let total = rows.rows.column_by_name("line_total").unwrap().as_primitive::<Decimal128Type>().clone();
         for (i, e) in events.iter().enumerate() {

@@ -37,10 +37,11 @@ pub struct TableReader {
 }
 
 impl Decoded {
-    pub async fn new(records: Vec<KafkaRecord>, readers: &[TableReader], max_record_bytes: usize) -> Decoded {
+    pub fn new(records: Vec<KafkaRecord>, readers: &[TableReader], max_record_bytes: usize) -> Decoded {
         let mut errors: Vec<Option<DecodeError>> = vec![None; records.len()];
         let mut tables = Vec::with_capacity(readers.len());
-        let shared_topics = readers.len() > 1;
+        // With several change tables, a message says which one refused the record.
+        let several_tables = readers.len() > 1;
         for t in readers {
             let mut ignored_fields: BTreeMap<String, u64> = BTreeMap::new();
             let mut new_columns: BTreeMap<String, deltalake::arrow::datatypes::DataType> = BTreeMap::new();
@@ -67,7 +68,7 @@ impl Decoded {
                     c
                 })
                 .collect();
-            let (events, rows) = derive::evaluate(&t.reader, changes).await;
+            let (events, rows) = derive::evaluate(&t.reader, changes);
             let mut events = events.into_iter();
             let mut per_record = Vec::with_capacity(records.len());
             for (i, r) in records.iter().enumerate() {
@@ -78,7 +79,7 @@ impl Decoded {
                 match events.next().expect("one result per record of the topic") {
                     Ok(e) => per_record.push(Some(e)),
                     Err(mut e) => {
-                        if shared_topics {
+                        if several_tables {
                             e.message = format!("{}: {}", t.reader.definition.name, e.message);
                         }
                         errors[i].get_or_insert(e);

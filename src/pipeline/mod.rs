@@ -446,7 +446,7 @@ async fn flush(
     let bytes = batch.bytes();
     let (records, ranges) = batch.take();
     metrics.open_batch_records.set(0);
-    let mut decoded = Decoded::new(records, &writer.readers, config.decode.max_record_bytes).await;
+    let mut decoded = Decoded::new(records, &writer.readers, config.decode.max_record_bytes);
     if decoded.needs_evolution() {
         // Fields without a column (on_new_column = "evolve"): grow the tables, then read the batch again.
         let mut backoff = Duration::from_millis(250);
@@ -463,7 +463,7 @@ async fn flush(
                 metrics.schema_changes.get_or_create(&metrics.table(&t.reader.definition.name)).inc();
             }
         }
-        decoded = Decoded::new(decoded.records, &writer.readers, config.decode.max_record_bytes).await;
+        decoded = Decoded::new(decoded.records, &writer.readers, config.decode.max_record_bytes);
     }
     let mut backoff = Duration::from_millis(250);
     let commits = loop {
