@@ -4,10 +4,10 @@
 
 use crate::config::Config;
 use crate::offsets::app_id;
-use crate::pipeline::{check_topic, table_specs};
+use crate::source::admin::check_topic;
+use crate::tables::lake::Lake;
 use crate::tables::registry::{self, TableRole};
-use crate::tables::location::{register_object_stores, storage_options, LakeLocation};
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use deltalake::{DeltaTableBuilder, DeltaTableError};
 use std::fmt::Write;
 use std::time::Duration;
@@ -25,16 +25,14 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
         partitions.push((topic, n));
     }
     let change_tables = registry::change_tables();
-    register_object_stores();
-    let location = LakeLocation::parse(&config.lake.uri).map_err(|m| anyhow!("setting `lake.uri`: {m}"))?;
-    let storage = storage_options(&config.lake.storage);
-    for (role, spec) in table_specs() {
+    let lake = Lake::of(config)?;
+    for (role, spec) in registry::specs() {
         let reads = match role {
             TableRole::Tombstones { of: i } | TableRole::Change { index: i } => Some(registry::topic_of(change_tables[i], &config.kafka.topic)),
             TableRole::Bronze | TableRole::Quarantine => None,
         };
-        let url = location.table_url(spec.path);
-        let mut table = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage.clone()).build()?;
+        let url = lake.table_url(spec.path);
+        let mut table = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(lake.storage.clone()).build()?;
         match table.load().await {
             Ok(()) => {
                 let snapshot = table.snapshot()?;
@@ -65,7 +63,7 @@ pub async fn check(config: &Config) -> anyhow::Result<String> {
                 writeln!(report, "table {}: not created yet at {url} (`lakestream migrate` or the first `lakestream run` creates it)", spec.name)?;
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read the lake at lake.uri = {} (check lake.uri and lake.storage.*)", location.root));
+                return Err(e).with_context(|| format!("cannot read the lake at lake.uri = {} (check lake.uri and lake.storage.*)", lake.location.root));
             }
         }
     }

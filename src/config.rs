@@ -100,7 +100,7 @@ impl Default for MaintenanceConfig {
     fn default() -> Self {
         MaintenanceConfig {
             enabled: true,
-            interval_secs: 300,
+            interval_secs: 60,
             compact_min_small_files: 50,
             target_file_bytes: 128 << 20,
             vacuum_interval_hours: 24,
@@ -216,13 +216,19 @@ pub struct BatchConfig {
     pub max_records: usize,
     /// …or this many bytes of keys and values…
     pub max_bytes: usize,
-    /// …or this long after its first record, whichever comes first.
+    /// …or this long after its first record, whichever comes first: the
+    /// deadline of a live stream, which bounds how stale the tables are.
     pub max_latency_ms: u64,
+    /// The deadline instead while catching up (the batch's newest record is
+    /// older than this by its Kafka timestamp): a backlog is read in full
+    /// batches rather than one commit per `max_latency_ms`. A `max_latency_ms`
+    /// above it applies to both.
+    pub catch_up_latency_ms: u64,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_records: 100_000, max_bytes: 64 << 20, max_latency_ms: 5_000 }
+        BatchConfig { max_records: 100_000, max_bytes: 64 << 20, max_latency_ms: 300, catch_up_latency_ms: 5_000 }
     }
 }
 
@@ -339,6 +345,7 @@ impl Config {
         if b.max_latency_ms == 0 {
             return Err(invalid("batch.max_latency_ms", "must be at least 1"));
         }
+
         if self.decode.max_record_bytes == 0 {
             return Err(invalid("decode.max_record_bytes", "must be at least 1"));
         }

@@ -6,7 +6,8 @@
 //! with its [`offsets`] by the [`pipeline`]. [`produce`] is the other end: it
 //! replays the order [`dataset`] into the topic as the orders application would.
 //! The tables are declared in `tables/` and changed by [`migration`]s.
-//! [`maintenance`] keeps the tables compact and clean beside ingestion.
+//! [`maintenance`] keeps the tables compact and clean beside ingestion;
+//! [`logs`] and [`metrics`] are what an operator sees of it all.
 
 pub mod batch;
 pub mod change;
@@ -14,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod dataset;
 pub mod failpoint;
+pub mod logs;
 pub mod maintenance;
 pub mod metrics;
 pub mod migration;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use lakestream::config::Config;
 use lakestream::pipeline::{self, RunOptions};
 use lakestream::produce::{self, ProduceOptions};
+use lakestream::tables::lake::Lake;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -163,7 +164,8 @@ fn init_logging() {
         Ok("text") => false,
         _ => !produce::stderr_is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    lakestream::logs::set_json_logs(json);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(lakestream::logs::StderrLogs);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -243,12 +245,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 config.lake.uri = l;
                 config.validate()?;
             }
-            lakestream::tables::location::register_object_stores();
-            let location = lakestream::tables::location::LakeLocation::parse(&config.lake.uri)
-                .map_err(|m| anyhow::anyhow!("setting `lake.uri`: {m}"))?;
-            let storage = lakestream::tables::location::storage_options(&config.lake.storage);
+            let lake = Lake::of(&config)?;
             let migrations = lakestream::migration::embedded()?;
-            let report = lakestream::migration::migrate(&location, &storage, &migrations, to).await?;
+            let report = lakestream::migration::migrate(&lake.location, &lake.storage, &migrations, to).await?;
             for (table, from, to) in report.tables {
                 if from == to {
                     println!("{table}: at migration {to:04}, nothing to do");
@@ -265,7 +264,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 config.validate()?;
             }
             let round = lakestream::maintenance::Round { vacuum: !no_vacuum, checkpoint: true, compact_any: true };
-            for (_, mut table) in pipeline::open_tables(&config).await? {
+            for (_, mut table) in lakestream::tables::lake::open_tables(&config).await? {
                 let r = lakestream::maintenance::maintain(&mut table, &config.maintenance, round).await?;
                 let shown = |v: Option<String>| v.unwrap_or_else(|| "-".into());
                 println!(
@@ -292,11 +291,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Changes { config, table, starting_version } => {
             let config = Config::load(config.as_deref(), std::env::vars())?;
-            lakestream::tables::location::register_object_stores();
-            let location = lakestream::tables::location::LakeLocation::parse(&table)
-                .map_err(|m| anyhow::anyhow!("--table: {m}"))?;
-            let storage = lakestream::tables::location::storage_options(&config.lake.storage);
-            let batches = lakestream::tables::change_feed::read(location.root, storage, starting_version)
+            let lake = Lake::new(&table, &config.lake.storage, "--table")?;
+            let batches = lakestream::tables::change_feed::read(lake.location.root, lake.storage, starting_version)
                 .await
                 .with_context(|| format!("cannot read the change data feed of {table}"))?;
             lakestream::tables::change_feed::to_json_lines(&batches, std::io::stdout().lock()).map_err(|e| anyhow::anyhow!(e))?;

@@ -6,7 +6,7 @@
 use lakestream::config::Config;
 use lakestream::offsets::{OffsetRange, TopicPartition};
 use lakestream::pipeline::decoded::Decoded;
-use lakestream::pipeline::open_tables;
+use lakestream::tables::lake::open_tables;
 use lakestream::pipeline::writer::Writer;
 use lakestream::source::record::KafkaRecord;
 use lakestream::tables::registry::TableRole;
@@ -53,7 +53,7 @@ async fn writer(config: &Config) -> Writer {
 async fn write(w: &mut Writer, range: std::ops::Range<i64>) -> Vec<&'static str> {
     let (records, ranges) = batch(range);
     let decoded = Decoded::new(records, &w.readers, 1 << 20);
-    w.write(&decoded, &ranges).await.unwrap().iter().map(|c| c.table).collect()
+    w.write(&std::sync::Arc::new(decoded), &std::sync::Arc::new(ranges)).await.unwrap().iter().map(|c| c.table).collect()
 }
 
 fn bronze_offsets(w: &Writer) -> Option<i64> {

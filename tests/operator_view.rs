@@ -517,3 +517,57 @@ fn dashboard_and_alerts_use_only_what_the_writer_exports() {
         .collect();
     eprintln!("metrics declared but without a sample in this run (labels checked loosely): {unexercised:?}");
 }
+
+/// Drops the terminal's control sequences (colours, cursor moves, line clears).
+fn plain_text(raw: &str) -> String {
+    let escapes = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").unwrap();
+    escapes.replace_all(raw, "").replace('\r', "\n")
+}
+
+/// On a terminal, `run` shows a status line (records committed, rate, and
+/// with --until-caught-up what is left) and logs one line per batch; each
+/// table's commit is debug detail there. (JSON logs keep a `committed` event
+/// per table: the chaos harness and the benchmarks count them.)
+#[test]
+fn a_terminal_run_shows_a_status_line_and_one_line_per_batch() {
+    let topic = unique("watch");
+    produce(&topic, &["--limit", "6000", "--partitions", "2"]);
+    let lake = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} run --brokers {} --topic {topic} --group {topic} --lake {} --until-caught-up",
+        env!("CARGO_BIN_EXE_lakestream"),
+        brokers(),
+        lake.path().join("lake").display()
+    );
+    // `script` runs the writer on a pseudo-terminal and copies what it draws.
+    let mut terminal = std::process::Command::new("script");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LAKESTREAM_") && !k.starts_with("LAKESTREAM_TEST_")) {
+        terminal.env_remove(k);
+    }
+    let out = terminal
+        .args(["-qefc", &command, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env("LAKESTREAM_BATCH__MAX_RECORDS", "1000")
+        .env("COLUMNS", "200")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script runs");
+    let text = plain_text(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "the run failed:\n{}", tail(&text, 4000));
+    let batches: usize = regex::Regex::new(r"wrote 6000 records in (\d+) batches")
+        .unwrap()
+        .captures(&text)
+        .unwrap_or_else(|| panic!("no summary line:\n{}", tail(&text, 4000)))[1]
+        .parse()
+        .unwrap();
+    assert!(batches >= 6, "1000-record batches: {batches}");
+    let batch_lines = text.lines().filter(|l| l.contains("batch committed")).count();
+    assert_eq!(batch_lines, batches, "one log line per batch:\n{}", tail(&text, 4000));
+    assert!(text.lines().any(|l| l.contains("batch committed") && l.contains("silver.order_lines v")), "the batch line names each table's version");
+    assert!(!text.lines().any(|l| l.contains(" committed table=")), "per-table commit lines are debug on a terminal:\n{}", tail(&text, 4000));
+    assert!(
+        text.contains("records committed") && text.contains("records/s") && text.contains("to go"),
+        "no status line (records committed, rate, what is left):\n{}",
+        tail(&text, 4000)
+    );
+}

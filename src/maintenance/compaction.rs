@@ -96,38 +96,74 @@ fn partition_predicate(partition: &str) -> String {
         .join(" AND ")
 }
 
+/// Size tiers of the files compaction merges: under 1 MiB, under 8 MiB,
+/// under 64 MiB, … Files are only merged with files of their own tier.
+///
+/// Why tiers: a streaming table gains dozens of tiny files a minute. Merging
+/// every small file of a partition into one bin rewrote the file the last
+/// round produced, again and again, growing each time (for bronze at 1,000
+/// events/s, a file of tens of MiB read and rewritten every minute: that was
+/// the writer's RSS climbing in the live soak). With tiers a row is rewritten
+/// about once per tier (log₈ of the target size), as in size-tiered LSM trees.
+pub fn tier(size: u64) -> u32 {
+    let mut tier = 0;
+    let mut bound = 1u64 << 20;
+    while size >= bound {
+        tier += 1;
+        bound = bound.saturating_mul(8);
+    }
+    tier
+}
+
+/// Files a tier above the lowest needs before its files are merged.
+pub const TIER_FAN_IN: usize = 8;
+
 /// Compacts the small files of `delta` (the table `name`, from its loaded
 /// snapshot), one commit per partition, and returns the table at its new
 /// version. A partition whose commit loses a race is left for the next round.
-pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64) -> DeltaResult<(Compacted, DeltaTable)> {
+/// Files are merged within their [`tier`]: the lowest tier whenever it has
+/// two files or more, a higher one once it has `fan_in` files (2 merges
+/// whatever there is, as a one-off `lakestream maintain` does).
+pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64, fan_in: usize) -> DeltaResult<(Compacted, DeltaTable)> {
     let mut delta = delta;
     let snapshot = delta.snapshot()?;
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let schema: Schema = snapshot.schema().as_ref().try_into_arrow()?;
     let append_only = snapshot.metadata().configuration().get("delta.appendOnly").is_some_and(|v| v == "true");
-    // Small files per partition, oldest first.
-    let mut by_partition: BTreeMap<String, Vec<(Add, Remove)>> = BTreeMap::new();
+    // Small files per partition and tier, oldest first.
+    let mut by_partition: BTreeMap<(String, u32), Vec<(Add, Remove)>> = BTreeMap::new();
     for file in snapshot.log_data().iter() {
-        if (file.size().max(0) as u64) < target_bytes / 2 {
+        let size = file.size().max(0) as u64;
+        if size < target_bytes / 2 {
             // The Add form carries the partition values as text, as the log has them.
             #[allow(deprecated)]
             let add = file.add_action();
-            by_partition.entry(partition_path(&add)).or_default().push((add, file.remove_action(false)));
+            by_partition.entry((partition_path(&add), tier(size))).or_default().push((add, file.remove_action(false)));
         }
+    }
+    let lowest = by_partition.keys().map(|(_, t)| *t).min().unwrap_or(0);
+    by_partition.retain(|(_, t), files| *t == lowest || files.len() >= fan_in.max(2));
+    // One commit per partition: its tiers together.
+    let mut grouped: BTreeMap<String, Vec<Vec<(Add, Remove)>>> = BTreeMap::new();
+    for ((partition, _), files) in by_partition {
+        grouped.entry(partition).or_default().push(files);
     }
     let store = delta.log_store().object_store(None);
     let mut done = Compacted::default();
-    for (partition, mut files) in by_partition {
-        files.sort_by_key(|(a, _)| a.modification_time);
-        let mut bins: Vec<Vec<(Add, Remove)>> = vec![Vec::new()];
-        let mut bytes = 0u64;
-        for (add, remove) in files {
-            if !bins.last().unwrap().is_empty() && bytes + add.size as u64 > target_bytes {
-                bins.push(Vec::new());
-                bytes = 0;
+    for (partition, tiers) in grouped {
+        let mut bins: Vec<Vec<(Add, Remove)>> = Vec::new();
+        for mut files in tiers {
+            files.sort_by_key(|(a, _)| a.modification_time);
+            bins.push(Vec::new());
+            let mut bytes = 0u64;
+            for (add, remove) in files {
+                if !bins.last().unwrap().is_empty() && bytes + add.size as u64 > target_bytes {
+                    bins.push(Vec::new());
+                    bytes = 0;
+                }
+                bytes += add.size as u64;
+                bins.last_mut().unwrap().push((add, remove));
             }
-            bytes += add.size as u64;
-            bins.last_mut().unwrap().push((add, remove));
         }
         bins.retain(|b| b.len() > 1);
         if bins.is_empty() {
@@ -232,4 +268,21 @@ async fn read_file(
         out.push(RecordBatch::try_new(Arc::new(schema.clone()), columns)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_fall_in_tiers_of_eight() {
+        assert_eq!(tier(0), 0);
+        assert_eq!(tier(50_000), 0);
+        assert_eq!(tier((1 << 20) - 1), 0);
+        assert_eq!(tier(1 << 20), 1);
+        assert_eq!(tier(5 << 20), 1);
+        assert_eq!(tier(8 << 20), 2);
+        assert_eq!(tier(63 << 20), 2);
+        assert_eq!(tier(64 << 20), 3);
+    }
 }

@@ -72,7 +72,8 @@ pub async fn maintain(table: &mut LakeTable, config: &MaintenanceConfig, round: 
     let name = table.name();
     let threshold = if round.compact_any { 2 } else { config.compact_min_small_files };
     if small_files >= threshold {
-        report.compacted = Some(retrying(table, |t| compaction::compact(t, name, config.target_file_bytes)).await?);
+        let fan_in = if round.compact_any { 2 } else { compaction::TIER_FAN_IN };
+        report.compacted = Some(retrying(table, |t| compaction::compact(t, name, config.target_file_bytes, fan_in)).await?);
     }
     if round.vacuum && registry::is_tombstones(table.name()) {
         let cutoff = config.tombstone_cutoff();
@@ -202,5 +203,17 @@ pub async fn run_service(mut tables: Vec<LakeTable>, config: MaintenanceConfig, 
                 }
             }
         }
+        release_freed_memory();
+    }
+}
+
+/// Hands the memory a round freed back to the system. A compaction reads and
+/// writes whole files; glibc's malloc keeps what they freed in its arenas,
+/// so without this the writer's RSS ratchets up to its largest round.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -18,11 +18,12 @@
 //! our snapshot past it. For the same reason the snapshot only ever moves by
 //! our own commits (to exactly the version committed) or by a full re-read.
 //!
-//! Tables are written in the registry's order ([`crate::tables::registry`]:
-//! bronze, quarantine, then each change table after its tombstones). A crash
-//! between two commits leaves the later tables behind; on restart each
-//! partition resumes after the lowest version of the tables that read its
-//! topic, and each table skips what it already holds. What a table takes
+//! Tables commit concurrently where they are independent (bronze, quarantine,
+//! and each change table after its own tombstones table; the registry's order,
+//! [`crate::tables::registry`], within each). A crash between commits leaves
+//! some tables behind; on restart each partition resumes after the lowest
+//! version of the tables that read its topic, and each table skips what it
+//! already holds. What a table takes
 //! from the batch is its role's branch in `commit_one`; the tables
 //! themselves come from `tables/*.toml`.
 
@@ -37,6 +38,7 @@ use crate::tables::{bronze, quarantine, silver, CommitOutcome, LakeTable};
 use chrono::Utc;
 use deltalake::kernel::Transaction;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How many times in a row a commit may lose a race before the cycle gives up
@@ -70,8 +72,9 @@ pub struct TableCommit {
 
 pub struct Writer {
     pub sinks: Vec<TableSink>,
-    /// The change tables, in the registry's order: how each reads its topic.
-    pub readers: Vec<TableReader>,
+    /// The change tables, in the registry's order: how each reads its topic
+    /// (shared with the commit tasks of a cycle; replaced when columns evolve).
+    pub readers: Arc<Vec<TableReader>>,
     /// Per change table, the tombstones of the owned partitions (see [`crate::tables::tombstones`]).
     pub tombstones: Vec<Tombstones>,
 }
@@ -95,7 +98,7 @@ impl Writer {
             })
             .collect();
         let tombstones = readers.iter().map(|_| Tombstones::default()).collect();
-        Writer { sinks, readers, tombstones }
+        Writer { sinks, readers: Arc::new(readers), tombstones }
     }
 
     /// Grows the change tables by the columns a decoded batch found
@@ -122,7 +125,8 @@ impl Writer {
             let current = self.readers[index].reader.definition;
             if current.columns.len() != base.columns.len() + extra.len() {
                 let definition = crate::tables::evolution::evolved_definition(base, &extra);
-                self.readers[index].reader = Reader::new(definition).expect("a change table");
+                let readers = Arc::get_mut(&mut self.readers).expect("no commit in flight while columns evolve");
+                readers[index].reader = Reader::new(definition).expect("a change table");
             }
         }
         Ok(())
@@ -156,7 +160,7 @@ impl Writer {
     }
 
     pub fn revoked(&mut self, partitions: &[TopicPartition]) {
-        for (t, reader) in self.tombstones.iter_mut().zip(&self.readers) {
+        for (t, reader) in self.tombstones.iter_mut().zip(self.readers.iter()) {
             let numbers: Vec<i32> = partitions.iter().filter(|tp| tp.topic == reader.topic).map(|tp| tp.partition).collect();
             t.forget_partitions(&numbers);
         }
@@ -180,7 +184,13 @@ impl Writer {
 
     /// Writes the batch to every table. Idempotent: called again with the
     /// same batch after a failure, it writes only what is missing.
-    pub async fn write(&mut self, batch: &Decoded, ranges: &BTreeMap<TopicPartition, OffsetRange>) -> Result<Vec<TableCommit>, TableError> {
+    ///
+    /// Tables that do not depend on each other commit at the same time, each
+    /// on its own task: bronze, quarantine, and each change table after its
+    /// tombstones (a delete must be remembered before the row goes, see
+    /// [`crate::tables::tombstones`]). Which of them land before a crash does
+    /// not matter: each holds its own offsets and skips what it has.
+    pub async fn write(&mut self, batch: &Arc<Decoded>, ranges: &Arc<BTreeMap<TopicPartition, OffsetRange>>) -> Result<Vec<TableCommit>, TableError> {
         // Kafka tombstones take the sequence of what they delete, read before
         // any table commits: the tombstones table and the change table must agree.
         let mut resolved = Vec::with_capacity(self.readers.len());
@@ -194,16 +204,85 @@ impl Writer {
             };
             resolved.push(r);
         }
-        let mut commits = Vec::new();
-        for sink in &mut self.sinks {
-            let cycle = Cycle { batch, ranges, readers: &self.readers, resolved: &resolved };
-            if let Some(c) = commit_one(sink, &cycle, &mut self.tombstones).await? {
-                commits.push(c);
-                crate::failpoint::hit(sink.role.after_commit_point());
-                crate::failpoint::hit(&format!("cycle.after:{}", sink.table.name()));
+        let resolved = Arc::new(resolved);
+        let mut tombstones: Vec<Option<Tombstones>> = std::mem::take(&mut self.tombstones).into_iter().map(Some).collect();
+        let mut chains: Vec<Chain> = Vec::new();
+        for (position, sink) in std::mem::take(&mut self.sinks).into_iter().enumerate() {
+            match sink.role {
+                TableRole::Bronze | TableRole::Quarantine => chains.push(Chain { sinks: vec![(position, sink)], tombstones: None }),
+                TableRole::Tombstones { of: index } | TableRole::Change { index } => {
+                    match chains.iter_mut().find(|c| c.tombstones.as_ref().is_some_and(|(i, _)| *i == index)) {
+                        Some(chain) => chain.sinks.push((position, sink)),
+                        None => {
+                            let state = tombstones[index].take().expect("one chain per change table");
+                            chains.push(Chain { sinks: vec![(position, sink)], tombstones: Some((index, state)) });
+                        }
+                    }
+                }
             }
         }
-        Ok(commits)
+        let tasks: Vec<_> = chains
+            .into_iter()
+            .map(|chain| {
+                let cycle = Cycle { batch: batch.clone(), ranges: ranges.clone(), readers: self.readers.clone(), resolved: resolved.clone() };
+                tokio::spawn(chain.commit(cycle))
+            })
+            .collect();
+        let mut sinks = Vec::new();
+        let mut commits = Vec::new();
+        let mut failure = None;
+        for task in tasks {
+            let (chain, result) = match task.await {
+                Ok(done) => done,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("a table commit task was cancelled: {e}"),
+            };
+            sinks.extend(chain.sinks);
+            if let Some((index, state)) = chain.tombstones {
+                tombstones[index] = Some(state);
+            }
+            match result {
+                Ok(done) => commits.extend(done),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        sinks.sort_by_key(|(position, _)| *position);
+        self.sinks = sinks.into_iter().map(|(_, s)| s).collect();
+        self.tombstones = tombstones.into_iter().map(|t| t.expect("every chain gave its tombstones back")).collect();
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        commits.sort_by_key(|(position, _)| *position);
+        Ok(commits.into_iter().map(|(_, c)| c).collect())
+    }
+}
+
+/// Tables that commit one after the other within a cycle (a change table
+/// after its tombstones), with the tombstones they share; chains commit
+/// concurrently. Each sink keeps its position in the registry's order.
+struct Chain {
+    sinks: Vec<(usize, TableSink)>,
+    tombstones: Option<(usize, Tombstones)>,
+}
+
+impl Chain {
+    /// Commits each table in turn, stopping at the first failure; gives the
+    /// tables back whatever happened.
+    async fn commit(mut self, cycle: Cycle) -> (Chain, Result<Vec<(usize, TableCommit)>, TableError>) {
+        let mut done = Vec::new();
+        for (position, sink) in &mut self.sinks {
+            let state = self.tombstones.as_mut().map(|(_, t)| t);
+            match commit_one(sink, &cycle, state).await {
+                Ok(Some(c)) => {
+                    done.push((*position, c));
+                    crate::failpoint::hit(sink.role.after_commit_point());
+                    crate::failpoint::hit(&format!("cycle.after:{}", sink.table.name()));
+                }
+                Ok(None) => {}
+                Err(e) => return (self, Err(e)),
+            }
+        }
+        (self, Ok(done))
     }
 }
 
@@ -221,16 +300,19 @@ pub async fn held_offsets(table: &LakeTable, partitions: &[TopicPartition]) -> R
     Ok(partitions.iter().zip(&ids).map(|(tp, id)| (tp.clone(), versions.get(id).copied().flatten())).collect())
 }
 
-/// What every table's commit in one cycle reads.
-struct Cycle<'a> {
-    batch: &'a Decoded,
-    ranges: &'a BTreeMap<TopicPartition, OffsetRange>,
-    readers: &'a [TableReader],
-    resolved: &'a [silver::Resolved],
+/// What every table's commit in one cycle reads (shared by the commit tasks).
+struct Cycle {
+    batch: Arc<Decoded>,
+    ranges: Arc<BTreeMap<TopicPartition, OffsetRange>>,
+    readers: Arc<Vec<TableReader>>,
+    resolved: Arc<Vec<silver::Resolved>>,
 }
 
-async fn commit_one(sink: &mut TableSink, cycle: &Cycle<'_>, tombstone_state: &mut [Tombstones]) -> Result<Option<TableCommit>, TableError> {
-    let Cycle { batch, ranges, readers, resolved } = *cycle;
+/// Commits what `sink`'s table takes from the batch, with its offsets.
+/// `tombstones`: the remembered deletes of the change table the sink belongs
+/// to (its tombstones table or itself), None for bronze and quarantine.
+async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<&mut Tombstones>) -> Result<Option<TableCommit>, TableError> {
+    let (batch, ranges, readers, resolved) = (&*cycle.batch, &*cycle.ranges, &*cycle.readers, &*cycle.resolved);
     let started = Instant::now();
     let mut conflicts = 0;
     // Partitions assigned without a version read (should not happen) are read now.
@@ -299,8 +381,9 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle<'_>, tombstone_state: &m
                     .expect("tombstone columns match their definition (checked at start)");
                 let result = sink.table.append(Some(rows), txns).await;
                 if result.is_ok() {
+                    let state = tombstones.as_deref_mut().expect("a tombstones table commits with its change table's tombstones");
                     for (r, key, seq) in deletes {
-                        tombstone_state[of].record(key.clone(), seq, r.partition, now);
+                        state.record(key.clone(), seq, r.partition, now);
                     }
                 }
                 result
@@ -314,7 +397,8 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle<'_>, tombstone_state: &m
                     .zip(&table_batch.events)
                     .filter(|(r, _)| wanted(r))
                     .filter_map(|(r, e)| e.as_ref().map(|e| (r, e)));
-                let changes = silver::newest_per_key(events, &resolved[index], |k| tombstone_state[index].seq(k));
+                let state = tombstones.as_deref().expect("a change table commits with its tombstones");
+                let changes = silver::newest_per_key(events, &resolved[index], |k| state.seq(k));
                 let source = silver::source_rows(reader, &table_batch.rows, &changes, now)
                     .expect("change table columns match their definition (checked at start)");
                 silver::merge(&mut sink.table, reader, source, txns).await

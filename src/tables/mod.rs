@@ -1,6 +1,7 @@
 //! The lake's Delta tables and how lakestream commits to them.
 //!
 //! - [`definition`]: the table definitions of `tables/*.toml`;
+//! - [`lake`]: opening the lake (URI, storage options, every table);
 //! - [`location`]: the lake URI and where each table lives below it;
 //! - [`delta`]: opening a table and committing a batch to it together with
 //!   its Kafka offsets (`txn` actions);
@@ -15,6 +16,7 @@ pub mod change_feed;
 pub mod definition;
 pub mod delta;
 pub mod evolution;
+pub mod lake;
 pub mod location;
 pub mod quarantine;
 pub mod registry;

@@ -374,22 +374,33 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
     table.set_delta(merged);
     // What the MERGE read and rewrote: the figures that show whether a batch's
     // cost follows the batch or the table (tests/bench/flat.sh reads them).
-    tracing::info!(
-        table = table.name(),
-        months = touched.as_ref().map_or(-1, |t| t.len() as i64),
-        files_scanned = metrics.num_target_files_scanned,
-        files_skipped = metrics.num_target_files_skipped_during_scan,
-        files_added = metrics.num_target_files_added,
-        files_removed = metrics.num_target_files_removed,
-        rows_copied = metrics.num_target_rows_copied,
-        rows_inserted = metrics.num_target_rows_inserted,
-        rows_updated = metrics.num_target_rows_updated,
-        rows_deleted = metrics.num_target_rows_deleted,
-        scan_ms = metrics.scan_time_ms,
-        rewrite_ms = metrics.rewrite_time_ms,
-        execution_ms = metrics.execution_time_ms,
-        "merged"
-    );
+    // Data in JSON logs, detail in a terminal.
+    macro_rules! merged {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                table = table.name(),
+                months = touched.as_ref().map_or(-1, |t| t.len() as i64),
+                files_scanned = metrics.num_target_files_scanned,
+                files_skipped = metrics.num_target_files_skipped_during_scan,
+                files_added = metrics.num_target_files_added,
+                files_removed = metrics.num_target_files_removed,
+                rows_copied = metrics.num_target_rows_copied,
+                rows_inserted = metrics.num_target_rows_inserted,
+                rows_updated = metrics.num_target_rows_updated,
+                rows_deleted = metrics.num_target_rows_deleted,
+                scan_ms = metrics.scan_time_ms,
+                rewrite_ms = metrics.rewrite_time_ms,
+                execution_ms = metrics.execution_time_ms,
+                "merged"
+            )
+        };
+    }
+    if crate::logs::json_logs() {
+        merged!(tracing::Level::INFO);
+    } else {
+        merged!(tracing::Level::DEBUG);
+    }
     Ok(CommitOutcome { version: table.version().unwrap_or(-1), rows })
 }
 

@@ -13,6 +13,10 @@ bench_start() {
     cargo build --release --locked --quiet
     BIN="$CARGO_TARGET_DIR/release/lakestream"
   fi
+  if [ -z "${BARE:-}" ]; then
+    cargo build --release --locked --quiet --example bare_consume
+    BARE="$CARGO_TARGET_DIR/release/examples/bare_consume"
+  fi
   tests/stack/stack.sh start "$@" >/dev/null
   eval "$(tests/stack/stack.sh env)"
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: produce the whole dataset to the local broker, then time
 # `lakestream run --until-caught-up` into a fresh lake on the local disk.
-# Prints produce events/s, writer events/s and MB/s, peak RSS, commits and files.
+# Prints produce events/s, writer events/s and MB/s, peak RSS, commits and files, and
+# the same topic read by a bare native consumer (examples/bare_consume.rs: librdkafka,
+# same settings, no decoding, no tables) with the ratio: how close the writer gets to
+# what the broker serves.
 #   bash tests/bench/pipeline.sh                 # bronze + silver + quarantine, 5 % mutations
 #   MUTATIONS=0 bash tests/bench/pipeline.sh     # inserts only
 #   REPEAT=3 bash tests/bench/pipeline.sh        # the dataset 3 times (new transaction numbers, later dates)
@@ -10,6 +13,7 @@
 # ~4.5 GB to it. Restart it between large runs: tests/stack/stack.sh stop kafka; ... start kafka
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+export LAKESTREAM_LOG_FORMAT=json
 MUTATIONS="${MUTATIONS:-0.05}"
 REPEAT="${REPEAT:-1}"
 bench_start kafka
@@ -72,4 +76,10 @@ if [ -s "$work/rss_samples" ]; then
   parts=$(( samples < 10 ? samples : 10 ))
   echo "writer RSS MB, max by $parts parts of the run (1 s samples): $(split -n l/$parts -d "$work/rss_samples" "$work/part_r" && for f in "$work"/part_r*; do awk 'BEGIN {m=0} {if ($1>m) m=$1} END {if (NR) printf "%d ", m/1024}' "$f"; done)"
 fi
+bare=$("$BARE" "$LAKESTREAM_TEST_BROKERS" "$topic" 2>/dev/null)
+bare_records=${bare% *}
+bare_secs=${bare#* }
+bare_rate=$(echo "$bare_records / $bare_secs" | bc)
+echo "bare consume:       $bare_records records in $bare_secs s: $bare_rate events/s (librdkafka only)"
+echo "writer / bare:      $(echo "scale=3; ($events / $secs) / $bare_rate" | bc)"
 if [ -n "${KEEP_LOG:-}" ]; then cp "$work/run.log" "$KEEP_LOG" && echo "run log kept at $KEEP_LOG"; fi

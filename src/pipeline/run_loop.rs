@@ -1,0 +1,316 @@
+//! The run loop: one task that owns the open batch and the writer, and reacts
+//! to what happens, each in its own method: a record arrives, partitions are
+//! assigned or revoked, a deadline passes, a stop is requested. Records only
+//! ever reach a table through [`RunLoop::flush`], which decodes the batch and
+//! commits it to every table with its offsets, retrying until it lands.
+
+use super::decoded::Decoded;
+use super::lag::Lag;
+use super::report;
+use super::shutdown::{Backoff, Stop};
+use super::status::Status;
+use super::writer::Writer;
+use super::{RunOptions, RunSummary};
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::offsets::TopicPartition;
+use crate::source::consumer::{Assignment, KafkaSource, ResumeFn, SourceEvent};
+use crate::source::record::KafkaRecord;
+use anyhow::{anyhow, bail, Context};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// How often the writer forgets tombstones past `maintenance.tombstone_retention_hours`.
+const TOMBSTONE_EXPIRY_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct RunLoop {
+    pub config: Config,
+    pub options: RunOptions,
+    pub writer: Writer,
+    pub source: KafkaSource,
+    pub metrics: Arc<Metrics>,
+    pub stop: Stop,
+    pub lag: Arc<Lag>,
+    pub resume: Arc<ResumeFn>,
+    /// Every partition of the run's topics and its end offset when the run started.
+    pub start_ends: HashMap<TopicPartition, i64>,
+    batch: Batch,
+    summary: RunSummary,
+    status: Status,
+    /// Owned partitions, with where each started and ended at assignment.
+    assigned: HashMap<TopicPartition, Assignment>,
+    had_assignment: bool,
+    others_checked: Instant,
+    tombstones_expired: Instant,
+}
+
+impl RunLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        options: RunOptions,
+        writer: Writer,
+        source: KafkaSource,
+        metrics: Arc<Metrics>,
+        stop: Stop,
+        lag: Arc<Lag>,
+        resume: Arc<ResumeFn>,
+        start_ends: HashMap<TopicPartition, i64>,
+    ) -> RunLoop {
+        RunLoop {
+            batch: Batch::new(config.batch.clone()),
+            config,
+            options,
+            writer,
+            source,
+            metrics,
+            stop,
+            lag,
+            resume,
+            start_ends,
+            summary: RunSummary::default(),
+            status: Status::start(),
+            assigned: HashMap::new(),
+            had_assignment: false,
+            others_checked: Instant::now(),
+            tombstones_expired: Instant::now(),
+        }
+    }
+
+    /// Runs until a stop is requested (or, with `--until-caught-up`, until
+    /// caught up), then commits the open batch.
+    pub async fn run(&mut self, events: &mut mpsc::Receiver<SourceEvent>) -> anyhow::Result<RunSummary> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // One timer for the open batch's deadline, moved only when the deadline
+        // does (a new timer per record would cost more than the record).
+        let deadline_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(deadline_timer);
+        let mut armed: Option<Instant> = None;
+        let result = async {
+            loop {
+                // More than a full batch still to write (lag as last measured):
+                // the writer is catching up (see crate::batch).
+                let backlog = self.lag.total().is_some_and(|t| t > self.config.batch.max_records as i64);
+                let deadline = self.batch.deadline(chrono::Utc::now().timestamp_millis(), backlog);
+                if deadline != armed {
+                    if let Some(d) = deadline {
+                        deadline_timer.as_mut().reset(d.into());
+                    }
+                    armed = deadline;
+                }
+                tokio::select! {
+                    biased;
+                    _ = self.stop.requested() => {
+                        tracing::info!("shutdown requested: committing the open batch");
+                        break;
+                    }
+                    event = events.recv() => match event {
+                        None => bail!("the Kafka consumer stopped unexpectedly"),
+                        Some(SourceEvent::Record(r)) => self.on_record(r).await?,
+                        Some(SourceEvent::Assigned(list)) => self.on_assigned(list).await?,
+                        Some(SourceEvent::Revoked(parts, ack)) => self.on_revoked(parts, ack).await?,
+                        Some(SourceEvent::Fatal(message)) => bail!(message),
+                    },
+                    _ = &mut deadline_timer, if armed.is_some() => self.flush().await?,
+                    _ = tick.tick() => self.on_tick(),
+                }
+                if self.options.until_caught_up && self.caught_up().await? {
+                    break;
+                }
+            }
+            self.flush().await
+        }
+        .await;
+        self.status.finish();
+        result.map(|()| self.summary.clone())
+    }
+
+    async fn on_record(&mut self, r: KafkaRecord) -> anyhow::Result<()> {
+        // A linear look over the owned partitions: no allocation per record.
+        let Some(end) = self.assigned.iter().find(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic).map(|(_, a)| a.end) else {
+            return Ok(()); // a record of a partition handed over already
+        };
+        let reaches_end = r.offset + 1 >= end;
+        self.batch.push(r);
+        self.metrics.open_batch_records.set(self.batch.len() as i64);
+        // With --until-caught-up, close the last batch as soon as it holds
+        // everything (which only the last record of a partition can complete).
+        let everything_in = self.options.until_caught_up
+            && reaches_end
+            && self.all_through_end(|p| self.writer.committed(p).max(self.batch.last_offset(p)));
+        if self.batch.is_full() || everything_in {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn on_assigned(&mut self, list: Vec<Assignment>) -> anyhow::Result<()> {
+        self.had_assignment = true;
+        let parts: Vec<TopicPartition> = list.iter().map(|a| a.tp.clone()).collect();
+        // The tables' offsets for the new partitions, retried while the lake is
+        // unreachable (a store restarting during a rebalance must not stop the
+        // writer; found by tests/chaos). Their records wait in the channel.
+        let mut backoff = Backoff::default();
+        loop {
+            match self.writer.assigned(&parts).await {
+                Ok(()) => break,
+                Err(e) if !self.stop.overdue() => {
+                    self.metrics.lake_ok.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), partitions = ?parts, "cannot read the tables' offsets after an assignment; retrying");
+                    backoff.wait().await;
+                }
+                Err(e) => return Err(e).context("reading the tables' offsets after assignment"),
+            }
+        }
+        self.metrics.lake_ok.store(true, Ordering::Relaxed);
+        for a in list {
+            self.assigned.insert(a.tp.clone(), a);
+        }
+        self.metrics.assigned_partitions.set(self.assigned.len() as i64);
+        self.publish_held();
+        Ok(())
+    }
+
+    /// Commits what the batch holds (of every partition), hands the revoked
+    /// partitions over and answers the consumer thread.
+    async fn on_revoked(&mut self, parts: Vec<TopicPartition>, ack: oneshot::Sender<()>) -> anyhow::Result<()> {
+        self.flush().await?;
+        self.batch.drop_partitions(&parts);
+        self.writer.revoked(&parts);
+        for p in &parts {
+            self.assigned.remove(p);
+            self.metrics.consumer_lag.remove(&self.metrics.partition(p));
+            self.metrics.committed_offset.remove(&self.metrics.partition(p));
+        }
+        self.metrics.assigned_partitions.set(self.assigned.len() as i64);
+        self.publish_held();
+        let _ = ack.send(());
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        // Tombstones that maintenance deletes from the table leave memory too.
+        if self.config.maintenance.enabled && self.tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY {
+            self.tombstones_expired = Instant::now();
+            let (forgotten, kept) = self.writer.expire_tombstones(self.config.maintenance.tombstone_cutoff());
+            tracing::debug!(forgotten, kept, "expired tombstones from memory");
+        }
+    }
+
+    /// With `--until-caught-up`: true once every partition of the run's
+    /// topics is in every table up to its end offset seen at start, ours from
+    /// the writer, the others' from the tables (read at most twice a second).
+    async fn caught_up(&mut self) -> anyhow::Result<bool> {
+        if !self.had_assignment || !self.batch.is_empty() || !self.all_through_end(|p| self.writer.committed(p)) {
+            return Ok(false);
+        }
+        let others: Vec<TopicPartition> = self.start_ends.keys().filter(|p| !self.assigned.contains_key(*p)).cloned().collect();
+        if others.is_empty() {
+            tracing::info!("caught up with the end offsets seen at start");
+            return Ok(true);
+        }
+        if self.others_checked.elapsed() < Duration::from_millis(500) {
+            return Ok(false);
+        }
+        self.others_checked = Instant::now();
+        let (resume, parts) = (self.resume.clone(), others.clone());
+        let next = tokio::task::spawn_blocking(move || resume(&parts)).await?.map_err(|e| anyhow!(e))?;
+        let ends = &self.start_ends;
+        let done = others.iter().all(|p| ends[p] <= 0 || next.get(p).copied().flatten().is_some_and(|n| n >= ends[p]));
+        if done {
+            tracing::info!("caught up with the end offsets seen at start (other partitions by other writers)");
+        }
+        Ok(done)
+    }
+
+    /// True when, for every owned partition, `through(p)` (the last offset
+    /// known to be done) reaches the end offset seen at assignment.
+    fn all_through_end(&self, through: impl Fn(&TopicPartition) -> Option<i64>) -> bool {
+        self.assigned.iter().all(|(p, a)| {
+            let nothing_to_read = a.end <= a.start.unwrap_or(0) || a.end <= 0;
+            nothing_to_read || through(p).is_some_and(|o| o + 1 >= a.end)
+        })
+    }
+
+    /// Records left until every owned partition reaches its end at assignment.
+    fn remaining(&self) -> i64 {
+        self.assigned
+            .iter()
+            .map(|(p, a)| {
+                let next = self.writer.committed(p).map_or(a.start.unwrap_or(0), |o| o + 1);
+                (a.end - next).max(0)
+            })
+            .sum()
+    }
+
+    /// Shares the offsets every table holds with the lag reporter.
+    fn publish_held(&self) {
+        self.lag.publish(self.assigned.keys().map(|p| (p.clone(), self.writer.committed(p))));
+    }
+
+    /// Decodes the open batch and writes it to every table, retrying transient
+    /// failures with back-off until it lands: a batch is never skipped.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let closed = Instant::now();
+        let bytes = self.batch.bytes();
+        let (records, ranges) = self.batch.take();
+        self.metrics.open_batch_records.set(0);
+        let max_bytes = self.config.decode.max_record_bytes;
+        let mut decoded = Decoded::new(records, &self.writer.readers, max_bytes);
+        if decoded.needs_evolution() {
+            // Fields without a column (on_new_column = "evolve"): grow the tables, then read the batch again.
+            let mut backoff = Backoff::default();
+            while let Err(e) = self.writer.evolve(&decoded).await {
+                if self.stop.overdue() {
+                    bail!("stopping while new columns cannot be added ({e}); the batch is read again on restart");
+                }
+                tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "adding new columns failed; retrying");
+                backoff.wait().await;
+            }
+            for (t, table) in self.writer.readers.iter().zip(&decoded.tables) {
+                if !table.new_columns.is_empty() {
+                    self.metrics.schema_changes.get_or_create(&self.metrics.table(&t.reader.definition.name)).inc();
+                }
+            }
+            decoded = Decoded::new(decoded.records, &self.writer.readers, max_bytes);
+        }
+        let (decoded, ranges) = (Arc::new(decoded), Arc::new(ranges));
+        let mut backoff = Backoff::default();
+        let commits = loop {
+            match self.writer.write(&decoded, &ranges).await {
+                Ok(c) => break c,
+                Err(e) if self.stop.overdue() => {
+                    bail!("stopping while the batch still fails to commit ({e}); nothing of it is committed and it is read again on restart")
+                }
+                Err(e) => {
+                    self.metrics.lake_ok.store(false, Ordering::Relaxed);
+                    self.metrics.batch_retries.inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch commit failed; retrying");
+                    backoff.wait().await;
+                }
+            }
+        };
+        self.metrics.lake_ok.store(true, Ordering::Relaxed);
+        report::batch_committed(&self.metrics, &self.writer.readers, &decoded, &commits, bytes, closed.elapsed());
+        let records = decoded.records.len() as u64;
+        self.summary.records += records;
+        self.summary.quarantined += decoded.rejected() as u64;
+        self.summary.batches += 1;
+        self.summary.commits += commits.len() as u64;
+        let next: Vec<(TopicPartition, i64)> = ranges.iter().map(|(tp, r)| (tp.clone(), r.last + 1)).collect();
+        if let Err(e) = self.source.commit_to_group(&next) {
+            tracing::warn!(error = %e, "committing offsets to the consumer group failed (the Delta log is the source of truth)");
+        }
+        self.publish_held();
+        let remaining = self.options.until_caught_up.then(|| self.remaining());
+        self.status.committed(records, self.lag.total(), remaining);
+        Ok(())
+    }
+}
