@@ -11,8 +11,10 @@ export LAKESTREAM_LOG_FORMAT=json
 DURATION="${DURATION:-3600}"
 RATE="${RATE:-1000}"
 bench_start kafka
-cargo build --release --locked --quiet --example table_state
-STATE="$CARGO_TARGET_DIR/release/examples/table_state"
+if [ -z "${STATE:-}" ]; then
+  cargo build --release --locked --quiet --example table_state
+  STATE="$CARGO_TARGET_DIR/release/examples/table_state"
+fi
 
 work="${WORK:-$(mktemp -d)}"
 mkdir -p "$work"

