@@ -405,6 +405,10 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
         if offsets.is_empty() && !settling {
             return Ok(None); // the table holds the whole batch already
         }
+        if offsets.is_empty() {
+            // A settle: what it writes (and logs) is every offset held.
+            offsets = sink.versions.iter().filter_map(|(tp, v)| v.map(|v| (tp.clone(), v))).collect();
+        }
         let held: std::collections::HashMap<(&str, i32), Option<i64>> =
             sink.versions.iter().map(|(tp, v)| ((tp.topic.as_str(), tp.partition), *v)).collect();
         let reads_all = sink.topic.is_none();
