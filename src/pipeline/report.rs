@@ -53,13 +53,6 @@ pub fn batch_committed(metrics: &Metrics, readers: &[TableReader], decoded: &Dec
     );
 }
 
-/// Records the metrics of commits of offsets alone (see [`crate::pipeline::writer::MAX_DEFER`]).
-pub fn offsets_settled(metrics: &Metrics, commits: &[TableCommit]) {
-    for c in commits {
-        table_committed(metrics, c);
-    }
-}
-
 fn table_committed(metrics: &Metrics, c: &TableCommit) {
     let t = metrics.table(c.table);
     metrics.rows_written.get_or_create(&t).inc_by(c.outcome.rows as u64);
