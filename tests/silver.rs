@@ -56,8 +56,16 @@ fn silver_after_crashes(lake: Lake, rows: &str) {
         let mut cmd = lake.run(&topic, &group, &[("LAKESTREAM_BATCH__MAX_RECORDS", "1000")]);
         let at_point = attempt < points.len();
         let kill = !at_point && attempt < points.len() + 4;
+        if at_point || kill {
+            // New business for every crashing run, so that each has batches to crash in
+            // (a run that reaches its point late otherwise catches up with the topic first).
+            produce(&topic, &["--limit", "3000", "--mutations", "0.05", "--seed", "5", "--first-replay", &(attempt + 1).to_string()]);
+        }
         if at_point {
-            cmd.env("LAKESTREAM_FAILPOINTS", format!("{}={}", points[attempt], 1 + rng.below(2)));
+            // Quarantine commits once per run here (clean records: its offsets wait for the
+            // run's end or 10 s, see pipeline::writer::MAX_DEFER), so its point is its first commit.
+            let count = if points[attempt] == "cycle.after_quarantine" { 1 } else { 1 + rng.below(2) };
+            cmd.env("LAKESTREAM_FAILPOINTS", format!("{}={count}", points[attempt]));
         }
         let mut child = Writer(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
         let kill_after = Duration::from_millis(50 + rng.below(400));

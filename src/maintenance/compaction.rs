@@ -40,7 +40,7 @@ use deltalake::logstore::object_store::GetOptions;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The table-wide lock of `table` (see the module docs).
@@ -68,6 +68,19 @@ pub fn layout_txns(table: &str, partitions: Option<&[String]>) -> Vec<Transactio
         Some(list) => list.iter().map(|p| txn(partition_lock(table, p))).collect(),
         None => vec![txn(table_lock(table))],
     }
+}
+
+/// How many times a partition's compaction commit is tried again on a newer
+/// snapshot after losing a race with a commit that left its files alone.
+const COMMIT_RETRIES: u32 = 10;
+
+/// True when every file `actions` removes is still in the table's snapshot.
+fn still_present(delta: &DeltaTable, actions: &[Action]) -> DeltaResult<bool> {
+    let live: HashSet<String> = delta.snapshot()?.log_data().iter().map(|f| f.path().into_owned()).collect();
+    Ok(actions.iter().all(|a| match a {
+        Action::Remove(r) => live.contains(&r.path),
+        _ => true,
+    }))
 }
 
 /// What a compaction did: files removed, files added, partitions skipped
@@ -211,23 +224,41 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64, f
                 predicate: Some(partition_predicate(&partition)),
             }
         };
-        let committed = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(Some(delta.snapshot()?), delta.log_store(), operation)
-            .await;
-        match committed {
-            Ok(finalized) => {
-                let version = finalized.version();
-                delta.update_incremental(Some(version)).await?;
-                done.removed += removed;
-                done.added += added;
+        // A MERGE into the partition being written lands every few hundred ms,
+        // and each one holds the partition's lock: a compaction that had to
+        // read and write its files first would nearly always lose to one (and
+        // the month being written would never be compacted). Its files are
+        // written by now, so a lost race is retried on the newest snapshot,
+        // a commit that takes milliseconds, as long as every file it removes
+        // is still in the table (a MERGE that rewrote one of them wins).
+        let mut attempt = 0;
+        loop {
+            let committed = CommitBuilder::from(properties.clone())
+                .with_actions(actions.clone())
+                .build(Some(delta.snapshot()?), delta.log_store(), operation.clone())
+                .await;
+            match committed {
+                Ok(finalized) => {
+                    let version = finalized.version();
+                    delta.update_incremental(Some(version)).await?;
+                    done.removed += removed;
+                    done.added += added;
+                    break;
+                }
+                Err(e) if crate::tables::delta::is_conflict(&e) => {
+                    attempt += 1;
+                    delta.update_incremental(None).await?;
+                    if attempt <= COMMIT_RETRIES && still_present(&delta, &actions)? {
+                        tracing::debug!(table = name, partition, attempt, "compaction of a partition lost a race; its files are unchanged, committing again");
+                        continue;
+                    }
+                    // Its new files are unreferenced now: VACUUM removes them.
+                    tracing::info!(table = name, partition, error = %e, attempt, "compaction of a partition lost a race with a commit that changed its files; next round");
+                    done.skipped_partitions += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if crate::tables::delta::is_conflict(&e) => {
-                // Its new files are unreferenced now: VACUUM removes them.
-                tracing::info!(table = name, partition, error = %e, "compaction of a partition lost a race with a commit; next round");
-                done.skipped_partitions += 1;
-            }
-            Err(e) => return Err(e),
         }
     }
     Ok((done, delta))
@@ -273,6 +304,65 @@ async fn read_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::{DataType, Field, Int64Type};
+    use deltalake::datafusion::prelude::SessionContext;
+
+    fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("p", DataType::Utf8, true)]));
+        let n = ids.clone().count();
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(StringArray::from(vec!["a"; n]))]).unwrap()
+    }
+
+    /// A table partitioned by `p` with three small files in `p=a` (ids 0..30).
+    async fn three_small_files() -> DeltaTable {
+        let mut t = DeltaTable::new_in_memory().write(vec![rows(0..10)]).with_partition_columns(["p"]).await.unwrap();
+        for i in 1..3 {
+            t = t.write(vec![rows(i * 10..i * 10 + 10)]).await.unwrap();
+        }
+        t
+    }
+
+    fn locked() -> CommitProperties {
+        CommitProperties::default().with_application_transactions(layout_txns("t", Some(&["p=a".to_string()])))
+    }
+
+    async fn ids(t: &DeltaTable) -> Vec<i64> {
+        let ctx = SessionContext::new();
+        t.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", t.table_provider().await.unwrap()).unwrap();
+        let batches = ctx.sql("SELECT id FROM t ORDER BY id").await.unwrap().collect().await.unwrap();
+        batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect()
+    }
+
+    /// The month being written gets a MERGE every few hundred ms, each one
+    /// under the partition's lock: a compaction that loses to a commit that
+    /// left its files alone commits on the newer snapshot instead of giving up.
+    #[tokio::test]
+    async fn a_compaction_that_loses_to_a_commit_leaving_its_files_alone_commits_again() {
+        let table = three_small_files().await;
+        let stale = table.clone();
+        let table = table.write(vec![rows(100..105)]).with_commit_properties(locked()).await.unwrap();
+        let (done, compacted) = compact(stale, "t", 1 << 30, 2).await.unwrap();
+        assert_eq!(done, Compacted { removed: 3, added: 1, skipped_partitions: 0 });
+        assert_eq!(compacted.snapshot().unwrap().log_data().iter().count(), 2, "the compacted file and the racing commit's");
+        assert!(compacted.version() > table.version());
+        let expected: Vec<i64> = (0..30).chain(100..105).collect();
+        assert_eq!(ids(&compacted).await, expected);
+    }
+
+    /// A commit that rewrote one of the files wins: the compaction leaves the
+    /// partition for the next round, and no row is there twice.
+    #[tokio::test]
+    async fn a_compaction_that_loses_to_a_rewrite_of_its_files_gives_up() {
+        let table = three_small_files().await;
+        let stale = table.clone();
+        let (table, _) = table.delete().with_predicate("id = 0").with_commit_properties(locked()).await.unwrap();
+        let (done, compacted) = compact(stale, "t", 1 << 30, 2).await.unwrap();
+        assert_eq!(done, Compacted { removed: 0, added: 0, skipped_partitions: 1 });
+        assert_eq!(compacted.version(), table.version());
+        assert_eq!(ids(&compacted).await, (1..30).collect::<Vec<_>>());
+    }
 
     #[test]
     fn files_fall_in_tiers_of_eight() {

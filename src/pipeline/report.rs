@@ -48,9 +48,17 @@ pub fn batch_committed(metrics: &Metrics, readers: &[TableReader], decoded: &Dec
         bytes,
         quarantined = decoded.rejected(),
         ms = took.as_millis() as u64,
+        decode_ms = decoded.took.as_millis() as u64,
         tables = %tables.join(", "),
         "batch committed"
     );
+}
+
+/// Records the metrics of commits of offsets alone (see [`crate::pipeline::writer::MAX_DEFER`]).
+pub fn offsets_settled(metrics: &Metrics, commits: &[TableCommit]) {
+    for c in commits {
+        table_committed(metrics, c);
+    }
 }
 
 fn table_committed(metrics: &Metrics, c: &TableCommit) {

@@ -9,7 +9,7 @@ use super::lag::Lag;
 use super::report;
 use super::shutdown::{Backoff, Stop};
 use super::status::Status;
-use super::writer::Writer;
+use super::writer::{Writer, MAX_DEFER};
 use super::{RunOptions, RunSummary};
 use crate::batch::Batch;
 use crate::config::Config;
@@ -116,13 +116,14 @@ impl RunLoop {
                         Some(SourceEvent::Fatal(message)) => bail!(message),
                     },
                     _ = &mut deadline_timer, if armed.is_some() => self.flush().await?,
-                    _ = tick.tick() => self.on_tick(),
+                    _ = tick.tick() => self.on_tick().await?,
                 }
                 if self.options.until_caught_up && self.caught_up().await? {
                     break;
                 }
             }
-            self.flush().await
+            self.flush().await?;
+            self.settle(Duration::ZERO).await
         }
         .await;
         self.status.finish();
@@ -179,6 +180,7 @@ impl RunLoop {
     /// partitions over and answers the consumer thread.
     async fn on_revoked(&mut self, parts: Vec<TopicPartition>, ack: oneshot::Sender<()>) -> anyhow::Result<()> {
         self.flush().await?;
+        self.settle(Duration::ZERO).await?; // the next owner starts where the tables really are
         self.batch.drop_partitions(&parts);
         self.writer.revoked(&parts);
         for p in &parts {
@@ -192,13 +194,16 @@ impl RunLoop {
         Ok(())
     }
 
-    fn on_tick(&mut self) {
+    async fn on_tick(&mut self) -> anyhow::Result<()> {
+        // Offsets held in memory only are written once MAX_DEFER old, even on an idle stream.
+        self.settle(MAX_DEFER).await?;
         // Tombstones that maintenance deletes from the table leave memory too.
         if self.config.maintenance.enabled && self.tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY {
             self.tombstones_expired = Instant::now();
             let (forgotten, kept) = self.writer.expire_tombstones(self.config.maintenance.tombstone_cutoff());
             tracing::debug!(forgotten, kept, "expired tombstones from memory");
         }
+        Ok(())
     }
 
     /// With `--until-caught-up`: true once every partition of the run's
@@ -216,6 +221,8 @@ impl RunLoop {
         if self.others_checked.elapsed() < Duration::from_millis(500) {
             return Ok(false);
         }
+        // The other writers wait on our tables' logs as we wait on theirs.
+        self.settle(Duration::ZERO).await?;
         self.others_checked = Instant::now();
         let (resume, parts) = (self.resume.clone(), others.clone());
         let next = tokio::task::spawn_blocking(move || resume(&parts)).await?.map_err(|e| anyhow!(e))?;
@@ -250,6 +257,32 @@ impl RunLoop {
     /// Shares the offsets every table holds with the lag reporter.
     fn publish_held(&self) {
         self.lag.publish(self.assigned.keys().map(|p| (p.clone(), self.writer.committed(p))));
+    }
+
+    /// Commits the offsets that tables with nothing to add held in memory
+    /// for at least `older_than` (see [`MAX_DEFER`]), retried like a batch.
+    async fn settle(&mut self, older_than: Duration) -> anyhow::Result<()> {
+        if !self.writer.deferred(older_than) {
+            return Ok(());
+        }
+        let mut backoff = Backoff::default();
+        let commits = loop {
+            match self.writer.settle(older_than).await {
+                Ok(c) => break c,
+                Err(e) if self.stop.overdue() => {
+                    bail!("stopping while offsets still fail to commit ({e}); what they cover is read again on restart")
+                }
+                Err(e) => {
+                    self.metrics.lake_ok.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "committing held offsets failed; retrying");
+                    backoff.wait().await;
+                }
+            }
+        };
+        self.metrics.lake_ok.store(true, Ordering::Relaxed);
+        report::offsets_settled(&self.metrics, &commits);
+        self.summary.commits += commits.len() as u64;
+        Ok(())
     }
 
     /// Decodes the open batch and writes it to every table, retrying transient

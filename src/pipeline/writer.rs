@@ -18,6 +18,15 @@
 //! our snapshot past it. For the same reason the snapshot only ever moves by
 //! our own commits (to exactly the version committed) or by a full re-read.
 //!
+//! A table most batches add nothing to (quarantine on a healthy stream, a
+//! tombstones table when nothing is deleted) does not commit its offsets alone
+//! every batch: it holds them in memory ([`TableSink::deferred_since`]) and
+//! the next commit with rows carries them, or, once they are [`MAX_DEFER`] old,
+//! a commit of offsets only ([`Writer::settle`]; also at a hand-over and at the
+//! end of a run). Fewer commits on a live stream cost a crash at most
+//! `MAX_DEFER` of records read again (those tables resume lowest, and every
+//! other table skips them).
+//!
 //! Tables commit concurrently where they are independent (bronze, quarantine,
 //! and each change table after its own tombstones table; the registry's order,
 //! [`crate::tables::registry`], within each). A crash between commits leaves
@@ -45,18 +54,45 @@ use std::time::{Duration, Instant};
 /// and retries from the top (with back-off).
 const MAX_CONFLICT_RETRIES: u32 = 20;
 
+/// How long a table with nothing to add may hold its offsets in memory
+/// before it commits them alone: bounds what a crash makes the next run read
+/// again (about this long of the stream).
+pub const MAX_DEFER: Duration = Duration::from_secs(10);
+
 pub struct TableSink {
     pub role: TableRole,
     pub table: LakeTable,
     /// The topic the table reads (None: every topic of the run).
     pub topic: Option<String>,
-    /// Last offset held, per partition, as of the loaded snapshot.
+    /// Last offset held, per partition: as of the loaded snapshot, or ahead
+    /// of it while `deferred_since` is set.
     versions: BTreeMap<TopicPartition, Option<i64>>,
+    /// Since when `versions` is ahead of the table's log: batches that gave
+    /// this table no rows advanced its offsets in memory only (they hold
+    /// nothing for it, so holding them is true; only the log does not say so
+    /// yet). None: the log holds `versions`.
+    deferred_since: Option<Instant>,
 }
 
 impl TableSink {
     pub fn reads(&self, topic: &str) -> bool {
         self.topic.as_deref().is_none_or(|t| t == topic)
+    }
+
+    /// May this batch's empty commit wait (see [`MAX_DEFER`])? Only for the
+    /// tables most batches add nothing to, never when settling.
+    fn may_defer(&self, settle: Option<Duration>) -> bool {
+        matches!(self.role, TableRole::Quarantine | TableRole::Tombstones { .. })
+            && settle.is_none()
+            && self.deferred_since.is_none_or(|t| t.elapsed() < MAX_DEFER)
+    }
+
+    /// Holds `offsets` in memory instead of committing them alone.
+    fn defer(&mut self, offsets: &[(TopicPartition, i64)]) {
+        for (tp, last) in offsets {
+            self.versions.insert(tp.clone(), Some(*last));
+        }
+        self.deferred_since.get_or_insert_with(Instant::now);
     }
 }
 
@@ -94,7 +130,7 @@ impl Writer {
                     TableRole::Change { index } => Some(readers[index].topic.clone()),
                     TableRole::Bronze | TableRole::Quarantine => None,
                 };
-                TableSink { role, table, topic, versions: BTreeMap::new() }
+                TableSink { role, table, topic, versions: BTreeMap::new(), deferred_since: None }
             })
             .collect();
         let tombstones = readers.iter().map(|_| Tombstones::default()).collect();
@@ -146,6 +182,7 @@ impl Writer {
         for sink in &mut self.sinks {
             sink.table.refresh().await?;
             sink.versions.clear();
+            sink.deferred_since = None;
             let mine: Vec<TopicPartition> = partitions.iter().filter(|tp| sink.reads(&tp.topic)).cloned().collect();
             load_versions(sink, &mine).await?;
             if let TableRole::Tombstones { of } = sink.role {
@@ -191,6 +228,30 @@ impl Writer {
     /// [`crate::tables::tombstones`]). Which of them land before a crash does
     /// not matter: each holds its own offsets and skips what it has.
     pub async fn write(&mut self, batch: &Arc<Decoded>, ranges: &Arc<BTreeMap<TopicPartition, OffsetRange>>) -> Result<Vec<TableCommit>, TableError> {
+        self.cycle(batch, ranges, None).await
+    }
+
+    /// True when some table holds offsets in memory that its log does not
+    /// (see [`MAX_DEFER`]); `older_than`: only counting those deferred at least that long.
+    pub fn deferred(&self, older_than: Duration) -> bool {
+        self.sinks.iter().any(|s| s.deferred_since.is_some_and(|t| t.elapsed() >= older_than))
+    }
+
+    /// Commits the offsets that tables hold in memory only, deferred at least
+    /// `older_than` (ZERO: all of them), as commits of offsets alone.
+    /// Idempotent and retryable like [`Writer::write`].
+    pub async fn settle(&mut self, older_than: Duration) -> Result<Vec<TableCommit>, TableError> {
+        let nothing = Arc::new(Decoded::new(Vec::new(), &self.readers, 0));
+        self.cycle(&nothing, &Arc::new(BTreeMap::new()), Some(older_than)).await
+    }
+
+    /// One commit cycle; `settle`: see [`Writer::settle`] (None: a batch).
+    async fn cycle(
+        &mut self,
+        batch: &Arc<Decoded>,
+        ranges: &Arc<BTreeMap<TopicPartition, OffsetRange>>,
+        settle: Option<Duration>,
+    ) -> Result<Vec<TableCommit>, TableError> {
         // Kafka tombstones take the sequence of what they delete, read before
         // any table commits: the tombstones table and the change table must agree.
         let mut resolved = Vec::with_capacity(self.readers.len());
@@ -224,7 +285,8 @@ impl Writer {
         let tasks: Vec<_> = chains
             .into_iter()
             .map(|chain| {
-                let cycle = Cycle { batch: batch.clone(), ranges: ranges.clone(), readers: self.readers.clone(), resolved: resolved.clone() };
+                let cycle =
+                    Cycle { batch: batch.clone(), ranges: ranges.clone(), readers: self.readers.clone(), resolved: resolved.clone(), settle };
                 tokio::spawn(chain.commit(cycle))
             })
             .collect();
@@ -306,6 +368,8 @@ struct Cycle {
     ranges: Arc<BTreeMap<TopicPartition, OffsetRange>>,
     readers: Arc<Vec<TableReader>>,
     resolved: Arc<Vec<silver::Resolved>>,
+    /// Some: a settle (see [`Writer::settle`]), not a batch.
+    settle: Option<Duration>,
 }
 
 /// Commits what `sink`'s table takes from the batch, with its offsets.
@@ -337,8 +401,13 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
             };
             txns.push(Transaction::new_with_last_update(app_id(sink.table.name(), &tp.topic, tp.partition), version, Some(now_ms)));
         }
-        if offsets.is_empty() {
+        let settling = cycle.settle.is_some_and(|age| sink.deferred_since.is_some_and(|t| t.elapsed() >= age));
+        if offsets.is_empty() && !settling {
             return Ok(None); // the table holds the whole batch already
+        }
+        if offsets.is_empty() {
+            // A settle: what it writes (and logs) is every offset held.
+            offsets = sink.versions.iter().filter_map(|(tp, v)| v.map(|v| (tp.clone(), v))).collect();
         }
         let held: std::collections::HashMap<(&str, i32), Option<i64>> =
             sink.versions.iter().map(|(tp, v)| ((tp.topic.as_str(), tp.partition), *v)).collect();
@@ -362,6 +431,10 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
                     .filter_map(|(r, e)| e.as_ref().map(|e| (r, e)))
                     .filter(|(r, _)| wanted(r))
                     .collect();
+                if selected.is_empty() && sink.may_defer(cycle.settle) {
+                    sink.defer(&offsets);
+                    return Ok(None);
+                }
                 sink.table.append(Some(quarantine::rows(selected.into_iter(), now)), txns).await
             }
             TableRole::Tombstones { of } => {
@@ -375,6 +448,10 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
                         Some((r, &e.key, seq))
                     })
                     .collect();
+                if deletes.is_empty() && sink.may_defer(cycle.settle) {
+                    sink.defer(&offsets);
+                    return Ok(None);
+                }
                 let definition = crate::tables::definition::get(sink.table.name());
                 let key_types: Vec<_> = reader.key.iter().map(|i| reader.fields[*i].0.data_type.clone()).collect();
                 let rows = tombstones::rows(definition, &reader.definition.primary_key, &key_types, &deletes, now)
@@ -409,6 +486,7 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
                 for (tp, last) in &offsets {
                     sink.versions.insert(tp.clone(), Some(*last));
                 }
+                sink.deferred_since = None; // the commit carried every owned partition's version
                 return Ok(Some(TableCommit {
                     table: sink.table.name(),
                     outcome,
@@ -420,9 +498,22 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
             Err(e) if e.is_conflict() && conflicts < MAX_CONFLICT_RETRIES => {
                 conflicts += 1;
                 tracing::warn!(table = sink.table.name(), error = %e, conflicts, "commit conflict; reloading the table and its offsets");
+                // Offsets held in memory stay held where they are ahead of the
+                // log: they say this writer read those records and they give
+                // this table nothing, whoever else wrote the partition.
+                let held_back = sink.deferred_since.take().map(|since| (since, sink.versions.clone()));
                 sink.table.refresh().await?;
                 let owned: Vec<TopicPartition> = sink.versions.keys().cloned().collect();
                 load_versions(sink, &owned).await?;
+                if let Some((since, versions)) = held_back {
+                    for (tp, v) in versions {
+                        let logged = sink.versions.get(&tp).copied().flatten();
+                        if v.is_some_and(|v| logged.is_none_or(|l| v > l)) {
+                            sink.versions.insert(tp, v);
+                            sink.deferred_since = Some(since);
+                        }
+                    }
+                }
             }
             Err(e) => return Err(e),
         }
