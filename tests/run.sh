@@ -13,16 +13,23 @@ export LAKESTREAM_CACHE="${LAKESTREAM_CACHE:-$HOME/.cache/lakestream}"
 # Build outside the clone so that repeated runs (and CI) reuse the heavy dependency build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LAKESTREAM_CACHE/target}"
 
-if tests/stack/stack.sh status >/dev/null 2>&1; then
-  started_here=no
-else
+# Compile the tests while the stack installs and starts: on a new machine the broker
+# (nisshi, built from crates.io) and lakestream's dependency tree each take tens of
+# minutes, and side by side they overlap their downloads and single-threaded phases.
+cargo test --release --locked --no-run "$@" &
+build=$!
+started_here=no
+cleanup() {
+  kill "$build" 2>/dev/null || true
+  if [ "$started_here" = yes ]; then tests/stack/stack.sh stop; fi
+}
+trap cleanup EXIT
+if ! tests/stack/stack.sh status >/dev/null 2>&1; then
   started_here=yes
 fi
 tests/stack/stack.sh start
-if [ "$started_here" = yes ]; then
-  trap 'tests/stack/stack.sh stop' EXIT
-fi
 eval "$(tests/stack/stack.sh env)"
+wait "$build"
 
 cargo test --release --locked "$@"
 
