@@ -5,8 +5,7 @@
 
 use crate::metrics::Metrics;
 use crate::offsets::TopicPartition;
-use crate::source::consumer::SourceConsumer;
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,16 +43,28 @@ impl Lag {
 
 /// Every few seconds: the consumer lag per owned partition, into the metrics
 /// (`consumer_lag`, `committed_offset`) and the total for the status line.
-pub async fn report(consumer: Arc<SourceConsumer>, lag: Arc<Lag>, metrics: Arc<Metrics>) {
+///
+/// `client` is a Kafka client of its own (see [`crate::source::admin::watermark_client`]),
+/// not the group consumer: a broker answers a connection's requests in order,
+/// so on the consumer's connection each watermark query would wait behind its
+/// fetch long-poll (`fetch.wait.max.ms`), 500 ms a partition once caught up.
+///
+/// Returns once `stop` turns true, after the reading under way (aborting the
+/// task would leave that reading on a blocking thread, which the process
+/// waits for before it exits).
+pub async fn report(client: Arc<BaseConsumer>, lag: Arc<Lag>, metrics: Arc<Metrics>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut every = tokio::time::interval(EVERY);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
         let owned: Vec<(TopicPartition, i64)> = lag.held.lock().unwrap().iter().map(|(p, c)| (p.clone(), *c)).collect();
-        let (consumer, metrics, lag) = (consumer.clone(), metrics.clone(), lag.clone());
+        let (client, metrics, lag) = (client.clone(), metrics.clone(), lag.clone());
         let _ = tokio::task::spawn_blocking(move || {
             let mut total = 0;
             for (p, c) in owned {
-                let Ok((_, high)) = consumer.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) else { return };
+                let Ok((_, high)) = client.fetch_watermarks(&p.topic, p.partition, Duration::from_secs(5)) else { return };
                 let behind = (high - c - 1).max(0);
                 total += behind;
                 metrics.consumer_lag.get_or_create(&metrics.partition(&p)).set(behind);

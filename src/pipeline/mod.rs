@@ -31,6 +31,7 @@ use run_loop::RunLoop;
 use shutdown::Stop;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use writer::Writer;
 
@@ -78,12 +79,14 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let resume = resume::resume_fn(tokio::runtime::Handle::current(), resume_tables);
     let source = KafkaSource::start(&config.kafka, &topics, resume.clone(), tx).map_err(|e| anyhow!(e))?;
     let lag = lag::Lag::new();
-    let lag_task = tokio::spawn(lag::report(source.consumer.clone(), lag.clone(), metrics.clone()));
+    let (stop_lag, lag_stopped) = tokio::sync::watch::channel(false);
+    let lag_client = Arc::new(admin::watermark_client(&config)?);
+    let lag_task = tokio::spawn(lag::report(lag_client, lag.clone(), metrics.clone(), lag_stopped));
     tracing::info!(topics = %topics.join(","), group = %config.kafka.group_id, lake = %config.lake.uri, "lakestream writer started");
 
     let mut run_loop = RunLoop::new(config, options, writer, source, metrics, stop, lag, resume, start_ends);
     let result = run_loop.run(&mut rx).await;
-    lag_task.abort();
+    let _ = stop_lag.send(true);
     let _ = lag_task.await;
     if let Some(task) = maintenance {
         // A round cut short leaves at worst files no commit references (VACUUM's job).

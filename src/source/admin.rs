@@ -30,6 +30,12 @@ fn admin_client(config: &Config) -> anyhow::Result<BaseConsumer> {
     client_config(&config.kafka).create().map_err(|e| anyhow!("cannot create a Kafka client (kafka.*): {e}"))
 }
 
+/// A client for reading high watermarks while the writer runs, beside the
+/// group consumer (whose connection answers after its fetch long-poll).
+pub fn watermark_client(config: &Config) -> anyhow::Result<BaseConsumer> {
+    admin_client(config)
+}
+
 /// Checks that the brokers answer and `topic` exists, within `timeout`;
 /// returns its number of partitions.
 pub fn check_topic(config: &Config, topic: &str, timeout: Duration) -> anyhow::Result<usize> {

@@ -57,6 +57,18 @@ echo
 echo "records:            $events"
 echo "wall time:          $(printf %.1f "$secs") s (process start to exit, incl. table creation and group join)"
 echo "throughput:         $(echo "$events / $secs" | bc) events/s"
+# The writer's own span (its first log line to "lakestream writer stopped"): the same
+# figure without process start and exit, for comparing builds whose exits differ.
+span=$(python3 - "$work/run.log" <<'PY'
+import json, sys
+from datetime import datetime
+stamps = [(datetime.fromisoformat(j["timestamp"].replace("Z", "+00:00")), j.get("message", ""))
+          for j in (json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))]
+end = [t for t, m in stamps if m == "lakestream writer stopped"]
+print(f"{(end[-1] - stamps[0][0]).total_seconds():.3f}" if end else "0")
+PY
+)
+echo "writer span:        $span s (first log line to 'writer stopped'): $(echo "$events / $span" | bc 2>/dev/null || echo -) events/s"
 echo "Kafka payload:      $(echo "scale=1; ${bytes:-0} / 1048576" | bc) MB, $(echo "scale=1; ${bytes:-0} / 1048576 / $secs" | bc) MB/s"
 echo "peak RSS:           $((rss_kb / 1024)) MB"
 for t in bronze/orders silver/order_lines silver/order_lines_tombstones quarantine/orders; do
