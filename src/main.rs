@@ -9,14 +9,6 @@ use lakestream::tables::lake::Lake;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: a batch allocates and frees ~10^6
-/// small values (decoded fields, keys, Arrow and Parquet buffers) on several
-/// threads at once. On the full-dataset benchmark the writer commits about
-/// 20 % more events per second with it, at the same peak RSS (BENCHMARKS.md).
-/// librdkafka's C code keeps glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "lakestream", version, about = "Exactly-once Kafka order stream to Delta Lake (bronze, silver, quarantine)")]
 struct Cli {

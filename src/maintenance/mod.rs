@@ -209,9 +209,7 @@ pub async fn run_service(mut tables: Vec<LakeTable>, config: MaintenanceConfig, 
 
 /// Hands the memory a round freed back to the system. A compaction reads and
 /// writes whole files; glibc's malloc keeps what they freed in its arenas,
-/// so without this the writer's RSS ratchets up to its largest round. (The
-/// `lakestream` binary allocates with mimalloc, which returns freed pages
-/// itself; this still trims what librdkafka and a library build freed.)
+/// so without this the writer's RSS ratchets up to its largest round.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
