@@ -17,6 +17,7 @@ pub mod dataset;
 pub mod failpoint;
 pub mod logs;
 pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod migration;
 pub mod offsets;

@@ -334,8 +334,11 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (the runtime's, librdkafka's): see lakestream::memory.
+    let malloc = lakestream::memory::tune();
     let cli = Cli::parse();
     init_logging();
+    tracing::debug!(?malloc, "malloc tuning");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -30,7 +30,7 @@ echo "== produce: $INPUT x $REPEAT, mutations $MUTATIONS, $PARTITIONS partitions
 
 echo "== run --until-caught-up into $lake"
 start=$(date +%s.%N)
-/usr/bin/time -f "%M" -o "$work/rss_kb" "$BIN" run --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" \
+/usr/bin/time -f "%M %U %S %e" -o "$work/rss_kb" "$BIN" run --brokers "$LAKESTREAM_TEST_BROKERS" --topic "$topic" \
   --group "$run_id" --lake "$lake" --until-caught-up 2>"$work/run.log" >"$work/run.txt" &
 timer=$!
 # The writer's resident memory once a second, to show whether it stays flat as the tables
@@ -51,7 +51,7 @@ cat "$work/run.txt"
 
 events=$(grep -o 'wrote [0-9]*' "$work/run.txt" | grep -o '[0-9]*')
 bytes=$(grep -o '"bytes":[0-9]*' "$work/run.log" | grep -o '[0-9]*' | paste -sd+ | bc)
-rss_kb=$(cat "$work/rss_kb")
+read -r rss_kb cpu_user cpu_sys cpu_wall < "$work/rss_kb"
 secs=$(echo "$end - $start" | bc -l)
 echo
 echo "records:            $events"
@@ -71,6 +71,8 @@ PY
 echo "writer span:        $span s (first log line to 'writer stopped'): $(echo "$events / $span" | bc 2>/dev/null || echo -) events/s"
 echo "Kafka payload:      $(echo "scale=1; ${bytes:-0} / 1048576" | bc) MB, $(echo "scale=1; ${bytes:-0} / 1048576 / $secs" | bc) MB/s"
 echo "peak RSS:           $((rss_kb / 1024)) MB"
+# user + system CPU over wall time: how many of the machine's cores the writer kept busy.
+echo "CPU:                ${cpu_user} s user + ${cpu_sys} s system in ${cpu_wall} s: $(echo "scale=2; ($cpu_user + $cpu_sys) / $cpu_wall" | bc) cores busy of $(nproc)"
 for t in bronze/orders silver/order_lines silver/order_lines_tombstones quarantine/orders; do
   commits=$(find "$lake/$t/_delta_log" -name '*.json' | wc -l)
   files=$(find "$lake/$t" -name '*.parquet' -not -path '*/_delta_log/*' | wc -l)
