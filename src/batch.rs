@@ -11,8 +11,8 @@
 //! batch may stay open up to `catch_up_latency_ms` instead: being behind
 //! already, the writer favours full batches, which a backlog fills long
 //! before either deadline unless the brokers are far away. The writer is
-//! catching up when more than a full batch waits for it (the caller says so,
-//! from the measured lag) or when the newest record of the batch is
+//! catching up when at least a full batch waits for it (the caller says so,
+//! from the measured lag or the end offsets seen at assignment) or when the newest record of the batch is
 //! older than `catch_up_latency_ms` by its Kafka timestamp. A producer whose
 //! clock runs behind only makes batches close by the longer deadline; records
 //! without a timestamp count as live.

@@ -288,3 +288,25 @@ fn a_failed_offset_read_after_assignment_is_retried() {
     assert!(log.contains("after an assignment; retrying"), "no retry logged:\n{}", tail(&log, 3000));
     assert_exactly_once(&lake, &topic);
 }
+
+/// A writer that starts on a backlog of fresh records (younger than
+/// `catch_up_latency_ms`, so their timestamps do not say it is behind)
+/// writes it in full batches: the end offsets seen at assignment say it is
+/// catching up before the lag reporter's first reading does. Before, the
+/// batches of the first seconds closed at the live deadline (1 ms here),
+/// 4 or 5 batches for these 100,000 records instead of 2.
+#[test]
+fn a_fresh_backlog_is_written_in_full_batches() {
+    let lake = Lake::local();
+    let topic = unique("backlog");
+    produce(&topic, &["--limit", "100000", "--partitions", "3"]);
+    let settings = [
+        ("LAKESTREAM_BATCH__MAX_RECORDS", "50000"),
+        ("LAKESTREAM_BATCH__MAX_LATENCY_MS", "1"),
+        ("LAKESTREAM_BATCH__CATCH_UP_LATENCY_MS", "60000"),
+    ];
+    let out = run_ok(lake.run(&topic, &unique("g"), &settings));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("wrote 100000 records in 2 batches"), "{stdout}");
+    assert_exactly_once(&lake, &topic);
+}

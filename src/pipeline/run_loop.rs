@@ -44,6 +44,9 @@ pub struct RunLoop {
     /// Owned partitions, with where each started and ended at assignment.
     assigned: HashMap<TopicPartition, Assignment>,
     had_assignment: bool,
+    /// Records between what the tables hold and the end offsets seen at
+    /// assignment, as of the last commit or assignment (see [`RunLoop::backlog`]).
+    unread: i64,
     others_checked: Instant,
     tombstones_expired: Instant,
 }
@@ -76,6 +79,7 @@ impl RunLoop {
             status: Status::start(),
             assigned: HashMap::new(),
             had_assignment: false,
+            unread: 0,
             others_checked: Instant::now(),
             tombstones_expired: Instant::now(),
         }
@@ -92,10 +96,7 @@ impl RunLoop {
         let mut armed: Option<Instant> = None;
         let result = async {
             loop {
-                // More than a full batch still to write (lag as last measured):
-                // the writer is catching up (see crate::batch).
-                let backlog = self.lag.total().is_some_and(|t| t > self.config.batch.max_records as i64);
-                let deadline = self.batch.deadline(chrono::Utc::now().timestamp_millis(), backlog);
+                let deadline = self.batch.deadline(chrono::Utc::now().timestamp_millis(), self.backlog());
                 if deadline != armed {
                     if let Some(d) = deadline {
                         deadline_timer.as_mut().reset(d.into());
@@ -172,6 +173,7 @@ impl RunLoop {
             self.assigned.insert(a.tp.clone(), a);
         }
         self.metrics.assigned_partitions.set(self.assigned.len() as i64);
+        self.unread = self.remaining();
         self.publish_held();
         Ok(())
     }
@@ -189,6 +191,7 @@ impl RunLoop {
             self.metrics.committed_offset.remove(&self.metrics.partition(p));
         }
         self.metrics.assigned_partitions.set(self.assigned.len() as i64);
+        self.unread = self.remaining();
         self.publish_held();
         let _ = ack.send(());
         Ok(())
@@ -241,6 +244,17 @@ impl RunLoop {
             let nothing_to_read = a.end <= a.start.unwrap_or(0) || a.end <= 0;
             nothing_to_read || through(p).is_some_and(|o| o + 1 >= a.end)
         })
+    }
+
+    /// At least a full batch still to write: the writer is catching up, and
+    /// its batches close by size or by the long deadline (see [`crate::batch`]).
+    /// Lag as the reporter last measured it, or records left to the end offsets
+    /// seen at assignment: the reporter reads every few seconds, and its first
+    /// reading comes before the first assignment, so without the second a
+    /// restart on a fresh backlog would write it in batches cut by the live deadline.
+    fn backlog(&self) -> bool {
+        let full = self.config.batch.max_records as i64;
+        self.unread >= full || self.lag.total().is_some_and(|t| t >= full)
     }
 
     /// Records left until every owned partition reaches its end at assignment.
@@ -342,7 +356,8 @@ impl RunLoop {
             tracing::warn!(error = %e, "committing offsets to the consumer group failed (the Delta log is the source of truth)");
         }
         self.publish_held();
-        let remaining = self.options.until_caught_up.then(|| self.remaining());
+        self.unread = self.remaining();
+        let remaining = self.options.until_caught_up.then_some(self.unread);
         self.status.committed(records, self.lag.total(), remaining);
         Ok(())
     }
