@@ -220,7 +220,8 @@ pub struct BatchConfig {
     /// deadline of a live stream, which bounds how stale the tables are.
     pub max_latency_ms: u64,
     /// The deadline instead while catching up (the batch's newest record is
-    /// older than this by its Kafka timestamp): a backlog is read in full
+    /// older than this by its Kafka timestamp, or at least a full batch waits
+    /// by the lag or the end offsets seen at assignment): a backlog is read in full
     /// batches rather than one commit per `max_latency_ms`. A `max_latency_ms`
     /// above it applies to both.
     pub catch_up_latency_ms: u64,
