@@ -203,17 +203,7 @@ pub async fn run_service(mut tables: Vec<LakeTable>, config: MaintenanceConfig, 
                 }
             }
         }
-        release_freed_memory();
-    }
-}
-
-/// Hands the memory a round freed back to the system. A compaction reads and
-/// writes whole files; glibc's malloc keeps what they freed in its arenas,
-/// so without this the writer's RSS ratchets up to its largest round.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
+        // A compaction reads and writes whole files: what they freed goes back to the system.
+        crate::memory::release_freed();
     }
 }

@@ -45,7 +45,7 @@ pub struct RunLoop {
     assigned: HashMap<TopicPartition, Assignment>,
     had_assignment: bool,
     /// Records between what the tables hold and the end offsets seen at
-    /// assignment, as of the last commit or assignment (see [`RunLoop::backlog`]).
+    /// assignment, as of the last commit or hand-over (see [`RunLoop::held_changed`]).
     unread: i64,
     others_checked: Instant,
     tombstones_expired: Instant,
@@ -173,8 +173,7 @@ impl RunLoop {
             self.assigned.insert(a.tp.clone(), a);
         }
         self.metrics.assigned_partitions.set(self.assigned.len() as i64);
-        self.unread = self.remaining();
-        self.publish_held();
+        self.held_changed();
         Ok(())
     }
 
@@ -191,8 +190,7 @@ impl RunLoop {
             self.metrics.committed_offset.remove(&self.metrics.partition(p));
         }
         self.metrics.assigned_partitions.set(self.assigned.len() as i64);
-        self.unread = self.remaining();
-        self.publish_held();
+        self.held_changed();
         let _ = ack.send(());
         Ok(())
     }
@@ -268,8 +266,11 @@ impl RunLoop {
             .sum()
     }
 
-    /// Shares the offsets every table holds with the lag reporter.
-    fn publish_held(&self) {
+    /// What the tables hold (or which partitions are owned) changed: counts
+    /// what is left to the end offsets seen at assignment (for
+    /// [`RunLoop::backlog`]) and shares the held offsets with the lag reporter.
+    fn held_changed(&mut self) {
+        self.unread = self.remaining();
         self.lag.publish(self.assigned.keys().map(|p| (p.clone(), self.writer.committed(p))));
     }
 
@@ -355,8 +356,7 @@ impl RunLoop {
         if let Err(e) = self.source.commit_to_group(&next) {
             tracing::warn!(error = %e, "committing offsets to the consumer group failed (the Delta log is the source of truth)");
         }
-        self.publish_held();
-        self.unread = self.remaining();
+        self.held_changed();
         let remaining = self.options.until_caught_up.then_some(self.unread);
         self.status.committed(records, self.lag.total(), remaining);
         Ok(())
