@@ -333,6 +333,17 @@ fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
+// Rust's allocations go to jemalloc (see lakestream::memory for why and how
+// it is set); librdkafka's C allocations stay with glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read when it starts (the environment's
+/// `_RJEM_MALLOC_CONF` is applied over them): see [`lakestream::memory::JEMALLOC`].
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = lakestream::memory::JEMALLOC;
+
 fn main() -> ExitCode {
     // Before any thread exists (the runtime's, librdkafka's): see lakestream::memory.
     let malloc = lakestream::memory::tune();

@@ -1,24 +1,37 @@
-//! How the process uses glibc's malloc: how many arenas its threads share,
-//! set once at start, before any thread ([`tune`]), and handing freed memory
-//! back to the system after work that frees much at once ([`release_freed`]).
+//! How the process allocates memory.
 //!
-//! glibc gives threads heaps of their own (arenas), up to 8 per core, so that
-//! they rarely wait for each other's allocations. Memory freed in an arena
-//! stays there for that arena's next allocations. The writer's threads (the
-//! runtime's workers, the decode threads, librdkafka's, the blocking pool)
-//! each build and drop a batch's worth of records, columns and Parquet pages,
-//! so with one arena each the process keeps the high-water mark of every
-//! thread at once, and a live writer's RSS climbs as more threads have had a
-//! large batch: to 290–310 MB in 8 minutes at 1,000 events/s. Two arenas,
-//! shared, held 145–207 MB in the same soak, for 3–5 % less throughput
-//! while catching up (within the benchmark's noise) and 15 % less at the
-//! peak (BENCHMARKS.md, session 9). A fixed mmap threshold
-//! (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`) lowers the peak
-//! more, for more throughput; it is left to the operator.
+//! **Rust's allocations go to jemalloc** (the binary's global allocator, with
+//! the settings in [`JEMALLOC`]). A batch is built of many small allocations
+//! (a record's key, value and headers, its decoded fields, Arrow and Parquet
+//! buffers) made and freed by several threads at once: the run loop decodes
+//! the next batch while the runtime's workers commit the one before. With
+//! glibc's malloc shared by two arenas, malloc and free took about a fifth
+//! of the writer's CPU in a profile of the full-dataset benchmark (`perf
+//! record -e cpu-clock`: `_int_malloc`, `_int_free`, `malloc_consolidate`,
+//! `unlink_chunk`), and the writer used ~6.4 s of CPU for the dataset;
+//! with jemalloc ~5 s, for the same peak RSS (BENCHMARKS.md, session 23).
+//! jemalloc hands pages freed for a second back to the system from a
+//! background thread, so a live writer's RSS follows what it holds.
+//!
+//! **librdkafka's allocations (C) stay with glibc's malloc**, tuned here as
+//! before: glibc gives threads heaps of their own (arenas), up to 8 per core,
+//! and memory freed in an arena stays there for that arena's next
+//! allocations, so the process keeps every thread's high-water mark at once
+//! (a live writer's RSS climbed to 290–310 MB in 8 minutes at 1,000 events/s
+//! when glibc served everything; two shared arenas held 145–207 MB,
+//! BENCHMARKS.md, session 9). [`tune`] bounds the arenas before any thread
+//! starts, and [`release_freed`] trims what glibc holds free.
 //!
 //! An operator who tunes malloc through its environment variables
 //! (`GLIBC_TUNABLES` with `glibc.malloc.*`, `MALLOC_ARENA_MAX`, ...) keeps
-//! exactly that instead.
+//! exactly that instead; jemalloc's settings can be overridden with
+//! `_RJEM_MALLOC_CONF` (jemalloc's `MALLOC_CONF` syntax).
+
+/// jemalloc's settings (NUL-terminated, exported by the binary as
+/// `malloc_conf`): two arenas, as for glibc; freed pages go back to the
+/// system after about a second, from a background thread, not from the
+/// threads that free them.
+pub const JEMALLOC: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2\0";
 
 /// The arenas the process's threads share.
 pub const ARENAS: usize = 2;

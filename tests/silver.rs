@@ -174,6 +174,64 @@ fn change_feed_of_a_scripted_scenario() {
     assert!(silver_rows(&lake).get(&("900001".to_string(), 1)).is_none(), "deleted and not resurrected");
 }
 
+/// A batch of keys no file of their month can hold is appended (a WRITE
+/// commit, no layout lock, so writers of the same month do not queue); a
+/// batch that changes a stored key merges. Silver and its change feed are
+/// right either way, and the row whose key falls inside a file's key range
+/// is merged, not appended twice.
+#[test]
+fn new_keys_are_appended_and_changes_of_stored_keys_merged() {
+    let lake = Lake::local();
+    let topic = unique("append");
+    create_topic(&topic); // transaction 100001, 2019-01
+    let group = unique("g");
+    let of = |no: &str, qty: i64| {
+        let mut l = line(qty);
+        l["transaction_no"] = json!(no);
+        l
+    };
+    let insert = |no: &'static str, qty: i64| (Some(no), Some(env_of("c", 1, None, Some(of(no, qty)))));
+    let steps: Vec<Vec<(Option<&str>, Option<Value>)>> = vec![
+        vec![insert("900001", 1), insert("900003", 3)],                                // new keys: append
+        vec![insert("900005", 5)],                                                     // new key: append
+        vec![(Some("900001"), Some(env_of("u", 2, Some(of("900001", 1)), Some(of("900001", 7)))))], // update: MERGE
+        vec![insert("900002", 2)],                                                     // inside 900001..900003: MERGE
+        vec![insert("900003", 3)],                                                     // re-delivery: MERGE, no-op
+    ];
+    run_ok(lake.run(&topic, &group, &[]));
+    for step in &steps {
+        send(&topic, step);
+        run_ok(lake.run(&topic, &group, &[]));
+    }
+    // Each silver commit that carries offsets: (operation, adds files, takes a layout lock).
+    let log = lake.dir.as_ref().unwrap().path().join("silver/order_lines/_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+    commits.sort();
+    let mut ops = Vec::new();
+    for c in commits {
+        let actions: Vec<Value> = std::fs::read_to_string(&c).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let ids: Vec<&str> = actions.iter().filter_map(|a| a["txn"]["appId"].as_str()).collect();
+        if ids.is_empty() {
+            continue; // a migration
+        }
+        let operation = actions.iter().find_map(|a| a["commitInfo"]["operation"].as_str()).unwrap_or("").to_string();
+        let adds = actions.iter().any(|a| a.get("add").is_some());
+        ops.push((operation, adds, ids.iter().any(|id| id.contains(":layout"))));
+    }
+    let (append, merge) = (("WRITE".to_string(), true, false), ("MERGE".to_string(), true, true));
+    let offsets_alone = ("WRITE".to_string(), false, false); // the re-delivery changes nothing
+    assert_eq!(ops, vec![append.clone(), append.clone(), append, merge.clone(), merge, offsets_alone], "silver commits: {ops:?}");
+    let rows = silver_rows(&lake);
+    let quantity = |no: &str| rows.get(&(no.to_string(), 1)).map(|r| r["quantity"].as_i64().unwrap());
+    assert_eq!(
+        ["100001", "900001", "900002", "900003", "900005"].map(quantity),
+        [Some(1), Some(7), Some(2), Some(3), Some(5)],
+        "{rows:?}"
+    );
+    let inserts = lakestream_cdf(&lake.table("silver/order_lines")).into_iter().filter(|c| c.1 == "insert").count();
+    assert_eq!(inserts, 5, "one insert per key in the change feed");
+}
+
 /// The change feed as (transaction_no, change type, _seq, quantity), by commit version.
 fn lakestream_cdf(uri: &str) -> Vec<(String, String, i64, i64)> {
     let out = lakestream().args(["changes", "--table", uri]).output().unwrap();

@@ -3,7 +3,8 @@
 //! Data flow: the consumer thread ([`crate::source::consumer`]) hands records
 //! over a bounded channel to the run loop ([`run_loop`]), which [`Batch`]es
 //! them; a closed batch is decoded ([`decoded`]) and written to every table
-//! with its offsets ([`writer`]); then the offsets are committed to the
+//! with its offsets ([`writer`]), on a task of its own while the next batch
+//! fills ([`in_flight`]); then the offsets are committed to the
 //! consumer group too, for lag tools. Around the loop: where partitions
 //! resume ([`resume`]), lag measured against the tables ([`lag`]), what an
 //! operator sees ([`report`], [`status`]) and how a run stops ([`shutdown`]).
@@ -11,6 +12,7 @@
 //! [`Batch`]: crate::batch::Batch
 
 pub mod decoded;
+pub mod in_flight;
 pub mod lag;
 pub mod report;
 pub mod resume;
@@ -74,7 +76,8 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         tokio::spawn(crate::maintenance::run_service(handles, config.maintenance.clone(), metrics.clone()))
     });
     let writer = Writer::new(&config.kafka.topic, tables);
-    let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192);
+    // At most 16 chunks of records read ahead of the run loop (8,192 records).
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(8192 / crate::source::consumer::CHUNK);
     let resume_tables = writer.sinks.iter().map(|s| (s.topic.clone(), s.table.clone())).collect();
     let resume = resume::resume_fn(tokio::runtime::Handle::current(), resume_tables);
     let source = KafkaSource::start(&config.kafka, &topics, resume.clone(), tx).map_err(|e| anyhow!(e))?;

@@ -1,10 +1,13 @@
 //! The run loop: one task that owns the open batch and the writer, and reacts
 //! to what happens, each in its own method: a record arrives, partitions are
-//! assigned or revoked, a deadline passes, a stop is requested. Records only
-//! ever reach a table through [`RunLoop::flush`], which decodes the batch and
-//! commits it to every table with its offsets, retrying until it lands.
+//! assigned or revoked, a deadline passes, a stop is requested, the batch in
+//! flight lands. Records only ever reach a table through [`RunLoop::flush`],
+//! which decodes the batch and hands it to the writer's task
+//! ([`super::in_flight`]), which commits it to every table with its offsets,
+//! retrying until it lands; [`RunLoop::land`] then reports it.
 
 use super::decoded::Decoded;
+use super::in_flight::InFlight;
 use super::lag::Lag;
 use super::report;
 use super::shutdown::{Backoff, Stop};
@@ -30,7 +33,9 @@ const TOMBSTONE_EXPIRY_EVERY: Duration = Duration::from_secs(3600);
 pub struct RunLoop {
     pub config: Config,
     pub options: RunOptions,
-    pub writer: Writer,
+    /// None while a batch is in flight: its task has the writer.
+    writer: Option<Writer>,
+    in_flight: Option<InFlight>,
     pub source: KafkaSource,
     pub metrics: Arc<Metrics>,
     pub stop: Stop,
@@ -68,7 +73,8 @@ impl RunLoop {
             batch: Batch::new(config.batch.clone()),
             config,
             options,
-            writer,
+            writer: Some(writer),
+            in_flight: None,
             source,
             metrics,
             stop,
@@ -111,12 +117,17 @@ impl RunLoop {
                     }
                     event = events.recv() => match event {
                         None => bail!("the Kafka consumer stopped unexpectedly"),
-                        Some(SourceEvent::Record(r)) => self.on_record(r).await?,
+                        Some(SourceEvent::Records(list)) => {
+                            for r in list {
+                                self.on_record(r).await?;
+                            }
+                        }
                         Some(SourceEvent::Assigned(list)) => self.on_assigned(list).await?,
                         Some(SourceEvent::Revoked(parts, ack)) => self.on_revoked(parts, ack).await?,
                         Some(SourceEvent::Fatal(message)) => bail!(message),
                     },
                     _ = &mut deadline_timer, if armed.is_some() => self.flush().await?,
+                    _ = landed(&self.in_flight), if self.in_flight.is_some() => self.land().await?,
                     _ = tick.tick() => self.on_tick().await?,
                 }
                 if self.options.until_caught_up && self.caught_up().await? {
@@ -124,6 +135,7 @@ impl RunLoop {
                 }
             }
             self.flush().await?;
+            self.land().await?;
             self.settle(Duration::ZERO).await
         }
         .await;
@@ -141,9 +153,10 @@ impl RunLoop {
         self.metrics.open_batch_records.set(self.batch.len() as i64);
         // With --until-caught-up, close the last batch as soon as it holds
         // everything (which only the last record of a partition can complete).
-        let everything_in = self.options.until_caught_up
-            && reaches_end
-            && self.all_through_end(|p| self.writer.committed(p).max(self.batch.last_offset(p)));
+        let everything_in = self.options.until_caught_up && reaches_end && {
+            self.land().await?;
+            self.all_through_end(|p| self.writer().committed(p).max(self.batch.last_offset(p)))
+        };
         if self.batch.is_full() || everything_in {
             self.flush().await?;
         }
@@ -151,6 +164,7 @@ impl RunLoop {
     }
 
     async fn on_assigned(&mut self, list: Vec<Assignment>) -> anyhow::Result<()> {
+        self.land().await?;
         self.had_assignment = true;
         let parts: Vec<TopicPartition> = list.iter().map(|a| a.tp.clone()).collect();
         // The tables' offsets for the new partitions, retried while the lake is
@@ -158,7 +172,7 @@ impl RunLoop {
         // writer; found by tests/chaos). Their records wait in the channel.
         let mut backoff = Backoff::default();
         loop {
-            match self.writer.assigned(&parts).await {
+            match self.writer_mut().assigned(&parts).await {
                 Ok(()) => break,
                 Err(e) if !self.stop.overdue() => {
                     self.metrics.lake_ok.store(false, Ordering::Relaxed);
@@ -181,9 +195,10 @@ impl RunLoop {
     /// partitions over and answers the consumer thread.
     async fn on_revoked(&mut self, parts: Vec<TopicPartition>, ack: oneshot::Sender<()>) -> anyhow::Result<()> {
         self.flush().await?;
+        self.land().await?;
         self.settle(Duration::ZERO).await?; // the next owner starts where the tables really are
         self.batch.drop_partitions(&parts);
-        self.writer.revoked(&parts);
+        self.writer_mut().revoked(&parts);
         for p in &parts {
             self.assigned.remove(p);
             self.metrics.consumer_lag.remove(&self.metrics.partition(p));
@@ -196,12 +211,19 @@ impl RunLoop {
     }
 
     async fn on_tick(&mut self) -> anyhow::Result<()> {
+        let expiry_due = self.config.maintenance.enabled && self.tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY;
+        if self.in_flight.is_some() && !expiry_due {
+            // The writer is busy: held offsets wait for the next tick (a batch
+            // that keeps the writer busy commits them itself once MAX_DEFER old).
+            return Ok(());
+        }
         // Offsets held in memory only are written once MAX_DEFER old, even on an idle stream.
         self.settle(MAX_DEFER).await?;
         // Tombstones that maintenance deletes from the table leave memory too.
-        if self.config.maintenance.enabled && self.tombstones_expired.elapsed() >= TOMBSTONE_EXPIRY_EVERY {
+        if expiry_due {
             self.tombstones_expired = Instant::now();
-            let (forgotten, kept) = self.writer.expire_tombstones(self.config.maintenance.tombstone_cutoff());
+            let cutoff = self.config.maintenance.tombstone_cutoff();
+            let (forgotten, kept) = self.writer_mut().expire_tombstones(cutoff);
             tracing::debug!(forgotten, kept, "expired tombstones from memory");
         }
         Ok(())
@@ -211,7 +233,8 @@ impl RunLoop {
     /// topics is in every table up to its end offset seen at start, ours from
     /// the writer, the others' from the tables (read at most twice a second).
     async fn caught_up(&mut self) -> anyhow::Result<bool> {
-        if !self.had_assignment || !self.batch.is_empty() || !self.all_through_end(|p| self.writer.committed(p)) {
+        // A batch in flight: asked again once it lands.
+        if !self.had_assignment || !self.batch.is_empty() || self.in_flight.is_some() || !self.all_through_end(|p| self.writer().committed(p)) {
             return Ok(false);
         }
         let others: Vec<TopicPartition> = self.start_ends.keys().filter(|p| !self.assigned.contains_key(*p)).cloned().collect();
@@ -260,7 +283,7 @@ impl RunLoop {
         self.assigned
             .iter()
             .map(|(p, a)| {
-                let next = self.writer.committed(p).map_or(a.start.unwrap_or(0), |o| o + 1);
+                let next = self.writer().committed(p).map_or(a.start.unwrap_or(0), |o| o + 1);
                 (a.end - next).max(0)
             })
             .sum()
@@ -271,18 +294,20 @@ impl RunLoop {
     /// [`RunLoop::backlog`]) and shares the held offsets with the lag reporter.
     fn held_changed(&mut self) {
         self.unread = self.remaining();
-        self.lag.publish(self.assigned.keys().map(|p| (p.clone(), self.writer.committed(p))));
+        let writer = self.writer.as_ref().expect("held offsets change only while no batch is in flight");
+        self.lag.publish(self.assigned.keys().map(|p| (p.clone(), writer.committed(p))));
     }
 
     /// Commits the offsets that tables with nothing to add held in memory
     /// for at least `older_than` (see [`MAX_DEFER`]), retried like a batch.
     async fn settle(&mut self, older_than: Duration) -> anyhow::Result<()> {
-        if !self.writer.deferred(older_than) {
+        self.land().await?;
+        if !self.writer().deferred(older_than) {
             return Ok(());
         }
         let mut backoff = Backoff::default();
         let commits = loop {
-            match self.writer.settle(older_than).await {
+            match self.writer_mut().settle(older_than).await {
                 Ok(c) => break c,
                 Err(e) if self.stop.overdue() => {
                     bail!("stopping while offsets still fail to commit ({e}); what they cover is read again on restart")
@@ -300,8 +325,9 @@ impl RunLoop {
         Ok(())
     }
 
-    /// Decodes the open batch and writes it to every table, retrying transient
-    /// failures with back-off until it lands: a batch is never skipped.
+    /// Decodes the open batch and hands it to the writer, once the batch
+    /// before it has landed (see [`super::in_flight`]): the next batch fills
+    /// while this one commits.
     async fn flush(&mut self) -> anyhow::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
@@ -311,42 +337,47 @@ impl RunLoop {
         let (records, ranges) = self.batch.take();
         self.metrics.open_batch_records.set(0);
         let max_bytes = self.config.decode.max_record_bytes;
-        let mut decoded = Decoded::new(records, &self.writer.readers, max_bytes);
+        // Decoded while the batch before commits, with the readers it commits with.
+        let readers = match &self.in_flight {
+            Some(f) => f.readers.clone(),
+            None => self.writer().readers.clone(),
+        };
+        let mut decoded = Decoded::new(records, &readers, max_bytes);
+        drop(readers);
+        self.land().await?;
         if decoded.needs_evolution() {
             // Fields without a column (on_new_column = "evolve"): grow the tables, then read the batch again.
             let mut backoff = Backoff::default();
-            while let Err(e) = self.writer.evolve(&decoded).await {
+            while let Err(e) = self.writer_mut().evolve(&decoded).await {
                 if self.stop.overdue() {
                     bail!("stopping while new columns cannot be added ({e}); the batch is read again on restart");
                 }
                 tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "adding new columns failed; retrying");
                 backoff.wait().await;
             }
-            for (t, table) in self.writer.readers.iter().zip(&decoded.tables) {
+            for (t, table) in self.writer().readers.iter().zip(&decoded.tables) {
                 if !table.new_columns.is_empty() {
                     self.metrics.schema_changes.get_or_create(&self.metrics.table(&t.reader.definition.name)).inc();
                 }
             }
-            decoded = Decoded::new(decoded.records, &self.writer.readers, max_bytes);
+            decoded = Decoded::new(decoded.records, &self.writer().readers, max_bytes);
         }
-        let (decoded, ranges) = (Arc::new(decoded), Arc::new(ranges));
-        let mut backoff = Backoff::default();
-        let commits = loop {
-            match self.writer.write(&decoded, &ranges).await {
-                Ok(c) => break c,
-                Err(e) if self.stop.overdue() => {
-                    bail!("stopping while the batch still fails to commit ({e}); nothing of it is committed and it is read again on restart")
-                }
-                Err(e) => {
-                    self.metrics.lake_ok.store(false, Ordering::Relaxed);
-                    self.metrics.batch_retries.inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff.next_wait(), "batch commit failed; retrying");
-                    backoff.wait().await;
-                }
-            }
+        let writer = self.writer.take().expect("landed above");
+        self.in_flight = Some(InFlight::start(writer, decoded, ranges, bytes, closed, self.stop.clone(), self.metrics.clone()));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight to land, then reports it and commits
+    /// its offsets to the consumer group (the Delta log already holds them).
+    async fn land(&mut self) -> anyhow::Result<()> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
         };
-        self.metrics.lake_ok.store(true, Ordering::Relaxed);
-        report::batch_committed(&self.metrics, &self.writer.readers, &decoded, &commits, bytes, closed.elapsed());
+        let landed = in_flight.land().await;
+        self.writer = Some(landed.writer);
+        let commits = landed.commits?;
+        let (decoded, ranges) = (landed.decoded, landed.ranges);
+        report::batch_committed(&self.metrics, &self.writer().readers, &decoded, &commits, landed.bytes, landed.closed.elapsed());
         let records = decoded.records.len() as u64;
         self.summary.records += records;
         self.summary.quarantined += decoded.rejected() as u64;
@@ -360,5 +391,21 @@ impl RunLoop {
         let remaining = self.options.until_caught_up.then_some(self.unread);
         self.status.committed(records, self.lag.total(), remaining);
         Ok(())
+    }
+
+    fn writer(&self) -> &Writer {
+        self.writer.as_ref().expect("the writer is used only while no batch is in flight")
+    }
+
+    fn writer_mut(&mut self) -> &mut Writer {
+        self.writer.as_mut().expect("the writer is used only while no batch is in flight")
+    }
+}
+
+/// Resolves once the batch in flight is done (pending forever when none is).
+async fn landed(in_flight: &Option<InFlight>) {
+    match in_flight {
+        Some(f) => f.done().await,
+        None => std::future::pending().await,
     }
 }

@@ -23,7 +23,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,13 +39,20 @@ pub struct Assignment {
 
 /// What the consumer thread tells the writer.
 pub enum SourceEvent {
-    Record(KafkaRecord),
+    /// Records in the order they were read (up to [`CHUNK`] at a time).
+    Records(Vec<KafkaRecord>),
     Assigned(Vec<Assignment>),
     /// Commit what you hold of these partitions, then answer.
     Revoked(Vec<TopicPartition>, oneshot::Sender<()>),
     /// The consumer cannot go on (e.g. the tables' offsets cannot be read).
     Fatal(String),
 }
+
+/// Records read back to back go to the writer together, up to this many: one
+/// hand-over (and one wake-up of the writer) per chunk instead of per record.
+/// A chunk goes as soon as the consumer has nothing more at hand, so a live
+/// stream's records are not held back.
+pub const CHUNK: usize = 512;
 
 /// Reads, for each partition, the offset to resume at (None: from the beginning).
 pub type ResumeFn = dyn Fn(&[TopicPartition]) -> Result<HashMap<TopicPartition, Option<i64>>, String> + Send + Sync;
@@ -57,6 +64,10 @@ pub struct SourceContext {
     revoke_wait: Duration,
     /// Set at shutdown: the writer has flushed and no longer answers hand-overs.
     stopping: Arc<AtomicBool>,
+    /// Records read but not yet handed over (see [`CHUNK`]). Kept here, not
+    /// in the poll loop, so that a rebalance (which librdkafka runs inside a
+    /// poll) hands them over before it tells the writer of the new assignment.
+    pending: Mutex<Vec<KafkaRecord>>,
 }
 
 impl ClientContext for SourceContext {}
@@ -69,6 +80,8 @@ impl ConsumerContext for SourceContext {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr::*;
+        // Records read under the old assignment reach the writer before it changes.
+        self.hand_over();
         match err {
             RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -96,6 +109,12 @@ impl ConsumerContext for SourceContext {
 }
 
 impl SourceContext {
+    /// Sends the pending records to the writer; false once the writer is gone.
+    fn hand_over(&self) -> bool {
+        let chunk = std::mem::take(&mut *self.pending.lock().unwrap());
+        chunk.is_empty() || self.events.blocking_send(SourceEvent::Records(chunk)).is_ok()
+    }
+
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions = partitions_of(tpl, &self.topics);
         let mut backoff = Duration::from_millis(200);
@@ -205,9 +224,10 @@ impl KafkaSource {
         let context = SourceContext {
             topics: topics.to_vec(),
             resume,
-            events: events.clone(),
+            events,
             revoke_wait: Duration::from_secs(60),
             stopping: stop.clone(),
+            pending: Mutex::new(Vec::with_capacity(CHUNK)),
         };
         let consumer: SourceConsumer =
             cfg.create_with_context(context).map_err(|e| describe(k, "cannot create the Kafka consumer", &e))?;
@@ -221,7 +241,7 @@ impl KafkaSource {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("kafka-consumer".into())
-                .spawn(move || poll_loop(consumer, stop, events))
+                .spawn(move || poll_loop(consumer, stop))
                 .map_err(|e| format!("cannot start the consumer thread: {e}"))?
         };
         Ok(KafkaSource { consumer, stop, thread: Some(thread) })
@@ -269,9 +289,17 @@ impl KafkaSource {
     }
 }
 
-fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>, events: mpsc::Sender<SourceEvent>) {
+fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) {
+    let context = consumer.context();
     while !stop.load(Ordering::SeqCst) {
-        let Some(result) = consumer.poll(Duration::from_millis(100)) else { continue };
+        // With records pending, only take what librdkafka already has at hand.
+        let waiting = !context.pending.lock().unwrap().is_empty();
+        let Some(result) = consumer.poll(if waiting { Duration::ZERO } else { Duration::from_millis(100) }) else {
+            if !context.hand_over() {
+                break; // the writer is gone
+            }
+            continue;
+        };
         match result {
             Ok(m) => {
                 let headers = m
@@ -287,7 +315,12 @@ fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>, events: mpsc:
                     headers,
                     timestamp_ms: m.timestamp().to_millis(),
                 };
-                if events.blocking_send(SourceEvent::Record(record)).is_err() {
+                let full = {
+                    let mut pending = context.pending.lock().unwrap();
+                    pending.push(record);
+                    pending.len() >= CHUNK
+                };
+                if full && !context.hand_over() {
                     break; // the writer is gone
                 }
             }

@@ -349,6 +349,14 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
     if rows == 0 {
         return table.append(None, txns).await;
     }
+    if let Some(rows) = only_new_keys(table, reader, &source).map_err(|e| table.wrap_error(deltalake::DeltaTableError::Generic(e)))? {
+        // Nothing to update or delete: an append, which rewrites no file and so
+        // takes no layout lock (writers of the same months do not queue).
+        tracing::debug!(table = table.name(), rows = rows.num_rows(), "only new keys: appended without a MERGE");
+        return table.append(Some(rows), txns).await;
+    }
+    let offsets = txns.clone();
+    let before = table.version();
     let touched = touched_partitions(reader, &source);
     txns.extend(crate::maintenance::compaction::layout_txns(table.name(), touched.as_deref()));
     let month_known = !d.partition_by.is_empty()
@@ -386,6 +394,11 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
         .await
         .map_err(|e| table.wrap_error(e))?;
     table.set_delta(merged);
+    if table.version() == before {
+        // Nothing to change (re-deliveries, late older changes): delta-rs then
+        // commits nothing, so the offsets go in a commit of their own.
+        return table.append(None, offsets).await.map(|o| CommitOutcome { rows, ..o });
+    }
     // What the MERGE read and rewrote: the figures that show whether a batch's
     // cost follows the batch or the table (tests/bench/flat.sh reads them).
     // Data in JSON logs, detail in a terminal.
@@ -416,6 +429,94 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
         merged!(tracing::Level::DEBUG);
     }
     Ok(CommitOutcome { version: table.version().unwrap_or(-1), rows })
+}
+
+/// The table's rows of `source` when the MERGE would only insert: no change
+/// is a delete and no key can be in the table already, by the statistics of
+/// the files of the partition the row lives in (every file when that
+/// partition is unknown). None when some row may match a stored one.
+///
+/// The check reads the first primary-key column's min and max per file: a
+/// file without them (no statistics, a type other than integer or string)
+/// may hold any key. Bounds are only ever wide (a truncated string maximum
+/// is an upper bound, as Delta writers make it), so a row found new is new.
+/// A concurrent writer of the same Kafka partition is caught as for any
+/// commit, by its txn versions; other partitions never hold the same keys.
+fn only_new_keys(table: &LakeTable, reader: &Reader, source: &RecordBatch) -> Result<Option<RecordBatch>, String> {
+    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::datatypes::Int64Type;
+    let d = reader.definition;
+    let ops = source.column_by_name(OP).expect("the MERGE source has an operation column").as_string::<i32>();
+    if ops.iter().any(|op| op == Some("d")) {
+        return Ok(None);
+    }
+    let key = &d.primary_key[0];
+    let key_column = source.column_by_name(key).expect("key columns are columns");
+    // The key as i64 or as text; any other type is not checked.
+    let as_int: Option<Int64Array> = match key_column.data_type() {
+        DataType::Int64 => Some(key_column.as_primitive::<Int64Type>().clone()),
+        DataType::Int32 | DataType::Int16 | DataType::Int8 => {
+            deltalake::arrow::compute::cast(key_column, &DataType::Int64).ok().map(|a| a.as_primitive::<Int64Type>().clone())
+        }
+        DataType::Utf8 => None,
+        _ => return Ok(None),
+    };
+    let as_text = (key_column.data_type() == &DataType::Utf8).then(|| key_column.as_string::<i32>());
+    // Per partition path, the files' key bounds (None: unknown, may hold any key).
+    let mut files: HashMap<String, Vec<Option<(serde_json::Value, serde_json::Value)>>> = HashMap::new();
+    if table.version().is_some_and(|v| v >= 0) {
+        let snapshot = table.delta().snapshot().map_err(|e| e.to_string())?;
+        for file in snapshot.log_data().iter() {
+            let values = file.partition_values_map();
+            let mut sorted: Vec<&String> = d.partition_by.iter().collect();
+            sorted.sort();
+            let path: Vec<String> = sorted.iter().map(|p| format!("{p}={}", values.get(*p).cloned().flatten().unwrap_or_default())).collect();
+            let bounds = file.stats().and_then(|s| {
+                let stats: serde_json::Value = serde_json::from_str(&s).ok()?;
+                Some((stats.get("minValues")?.get(key)?.clone(), stats.get("maxValues")?.get(key)?.clone()))
+            });
+            files.entry(path.join("/")).or_default().push(bounds);
+        }
+    }
+    if !files.is_empty() {
+        let mut sorted: Vec<&String> = d.partition_by.iter().collect();
+        sorted.sort();
+        let match_columns: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| source.column_by_name(&match_column(p))).collect();
+        let everywhere: Vec<&Option<(serde_json::Value, serde_json::Value)>> = files.values().flatten().collect();
+        for row in 0..source.num_rows() {
+            let mut parts = Vec::with_capacity(sorted.len());
+            for (p, column) in sorted.iter().zip(&match_columns) {
+                match column {
+                    Some(c) if !c.is_null(row) => parts.push(format!("{p}={}", partition_value(&scalar_at(c.as_ref(), row)))),
+                    _ => {
+                        parts.clear();
+                        break;
+                    }
+                }
+            }
+            let candidates: Vec<&Option<(serde_json::Value, serde_json::Value)>> = if parts.len() == sorted.len() {
+                files.get(&parts.join("/")).map(|f| f.iter().collect()).unwrap_or_default()
+            } else {
+                everywhere.clone()
+            };
+            let within = |b: &&Option<(serde_json::Value, serde_json::Value)>| match (b, &as_int, as_text) {
+                (Some((min, max)), Some(ints), _) if !ints.is_null(row) => match (min.as_i64(), max.as_i64()) {
+                    (Some(lo), Some(hi)) => (lo..=hi).contains(&ints.value(row)),
+                    _ => true,
+                },
+                (Some((min, max)), None, Some(texts)) if !texts.is_null(row) => match (min.as_str(), max.as_str()) {
+                    (Some(lo), Some(hi)) => lo <= texts.value(row) && texts.value(row) <= hi,
+                    _ => true,
+                },
+                _ => true,
+            };
+            if candidates.iter().any(within) {
+                return Ok(None);
+            }
+        }
+    }
+    let columns: Vec<usize> = d.columns.iter().map(|c| source.schema().index_of(&c.name).expect("table columns are in the source")).collect();
+    source.project(&columns).map(Some).map_err(|e| format!("{}: the appended rows: {e}", d.file))
 }
 
 /// The partitions (`col=value/…` paths, as compaction names them) a MERGE of
