@@ -409,7 +409,8 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
             // A settle: what it writes (and logs) is every offset held.
             offsets = sink.versions.iter().filter_map(|(tp, v)| v.map(|v| (tp.clone(), v))).collect();
         }
-        let held: std::collections::HashMap<(&str, i32), Option<i64>> =
+        // Looked up once per record of the batch.
+        let held: std::collections::HashMap<(&str, i32), Option<i64>, foldhash::fast::RandomState> =
             sink.versions.iter().map(|(tp, v)| ((tp.topic.as_str(), tp.partition), *v)).collect();
         let reads_all = sink.topic.is_none();
         let topic = sink.topic.as_deref();
