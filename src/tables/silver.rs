@@ -1,7 +1,9 @@
 //! Silver: a change table's current state, one row per primary key (SCD
 //! type 1), with the Delta change data feed.
 //!
-//! Each batch's changes are applied with one MERGE:
+//! Each batch's changes are applied in one commit: a plain append when no
+//! key of the batch can be in the table yet (by the files' key statistics,
+//! see [`only_new_keys`]), else one MERGE:
 //! - within a batch only the newest change per key (by sequence) counts; on
 //!   a tie the later record, except that a delete wins a tie;
 //! - a new key is inserted (unless the change is a delete);
