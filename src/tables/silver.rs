@@ -440,6 +440,7 @@ pub async fn merge(table: &mut LakeTable, reader: &Reader, source: RecordBatch, 
 /// the files of the partition the row lives in (every file when that
 /// partition is unknown). None when some row may match a stored one.
 ///
+/// A row whose partition no file names is checked against every file.
 /// The check reads the first primary-key column's min and max per file: a
 /// file without them (no statistics, a type other than integer or string)
 /// may hold any key. Bounds are only ever wide (a truncated string maximum
@@ -498,12 +499,7 @@ fn only_new_keys(table: &LakeTable, reader: &Reader, source: &RecordBatch) -> Re
                     }
                 }
             }
-            let candidates: Vec<&Option<(serde_json::Value, serde_json::Value)>> = if parts.len() == sorted.len() {
-                files.get(&parts.join("/")).map(|f| f.iter().collect()).unwrap_or_default()
-            } else {
-                everywhere.clone()
-            };
-            let within = |b: &&Option<(serde_json::Value, serde_json::Value)>| match (b, &as_int, as_text) {
+            let within = |b: &Option<(serde_json::Value, serde_json::Value)>| match (b, &as_int, as_text) {
                 (Some((min, max)), Some(ints), _) if !ints.is_null(row) => match (min.as_i64(), max.as_i64()) {
                     (Some(lo), Some(hi)) => (lo..=hi).contains(&ints.value(row)),
                     _ => true,
@@ -514,7 +510,14 @@ fn only_new_keys(table: &LakeTable, reader: &Reader, source: &RecordBatch) -> Re
                 },
                 _ => true,
             };
-            if candidates.iter().any(within) {
+            // A partition no file names (a new month, or a value written in
+            // another form than ours) is checked against every file: a key
+            // is only ever taken for new when no file may hold it.
+            let may_exist = match files.get(&parts.join("/")).filter(|_| parts.len() == sorted.len()) {
+                Some(list) => list.iter().any(within),
+                None => everywhere.iter().any(|b| within(b)),
+            };
+            if may_exist {
                 return Ok(None);
             }
         }
