@@ -468,13 +468,12 @@ fn only_new_keys(table: &LakeTable, reader: &Reader, source: &RecordBatch) -> Re
     };
     let as_text = (key_column.data_type() == &DataType::Utf8).then(|| key_column.as_string::<i32>());
     // Per partition path, the files' key bounds (None: unknown, may hold any key).
+    let sorted = sorted_partitions(d);
     let mut files: HashMap<String, Vec<Option<(serde_json::Value, serde_json::Value)>>> = HashMap::new();
     if table.version().is_some_and(|v| v >= 0) {
         let snapshot = table.delta().snapshot().map_err(|e| e.to_string())?;
         for file in snapshot.log_data().iter() {
             let values = file.partition_values_map();
-            let mut sorted: Vec<&String> = d.partition_by.iter().collect();
-            sorted.sort();
             let path: Vec<String> = sorted.iter().map(|p| format!("{p}={}", values.get(*p).cloned().flatten().unwrap_or_default())).collect();
             let bounds = file.stats().and_then(|s| {
                 let stats: serde_json::Value = serde_json::from_str(&s).ok()?;
@@ -484,21 +483,10 @@ fn only_new_keys(table: &LakeTable, reader: &Reader, source: &RecordBatch) -> Re
         }
     }
     if !files.is_empty() {
-        let mut sorted: Vec<&String> = d.partition_by.iter().collect();
-        sorted.sort();
         let match_columns: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| source.column_by_name(&match_column(p))).collect();
         let everywhere: Vec<&Option<(serde_json::Value, serde_json::Value)>> = files.values().flatten().collect();
         for row in 0..source.num_rows() {
-            let mut parts = Vec::with_capacity(sorted.len());
-            for (p, column) in sorted.iter().zip(&match_columns) {
-                match column {
-                    Some(c) if !c.is_null(row) => parts.push(format!("{p}={}", partition_value(&scalar_at(c.as_ref(), row)))),
-                    _ => {
-                        parts.clear();
-                        break;
-                    }
-                }
-            }
+            let partition = row_partition(&sorted, &match_columns, row);
             let within = |b: &Option<(serde_json::Value, serde_json::Value)>| match (b, &as_int, as_text) {
                 (Some((min, max)), Some(ints), _) if !ints.is_null(row) => match (min.as_i64(), max.as_i64()) {
                     (Some(lo), Some(hi)) => (lo..=hi).contains(&ints.value(row)),
@@ -513,7 +501,7 @@ fn only_new_keys(table: &LakeTable, reader: &Reader, source: &RecordBatch) -> Re
             // A partition no file names (a new month, or a value written in
             // another form than ours) is checked against every file: a key
             // is only ever taken for new when no file may hold it.
-            let may_exist = match files.get(&parts.join("/")).filter(|_| parts.len() == sorted.len()) {
+            let may_exist = match partition.and_then(|p| files.get(&p)) {
                 Some(list) => list.iter().any(within),
                 None => everywhere.iter().any(|b| within(b)),
             };
@@ -535,30 +523,38 @@ fn touched_partitions(reader: &Reader, source: &RecordBatch) -> Option<Vec<Strin
     if d.partition_by.is_empty() {
         return None;
     }
-    let mut sorted: Vec<&String> = d.partition_by.iter().collect();
-    sorted.sort();
+    let sorted = sorted_partitions(d);
+    let columns = |name: &dyn Fn(&str) -> String| -> Option<Vec<Option<&ArrayRef>>> {
+        sorted.iter().map(|p| source.column_by_name(&name(p)).map(Some)).collect()
+    };
+    let (targets, owns) = (columns(&|p| match_column(p))?, columns(&|p| p.to_string())?);
     let mut out = BTreeSet::new();
     for row in 0..source.num_rows() {
-        for target in [true, false] {
-            let mut parts = Vec::new();
-            for p in &sorted {
-                let name = if target { match_column(p) } else { p.to_string() };
-                let array = source.column_by_name(&name)?;
-                if array.is_null(row) {
-                    if target {
-                        return None; // a row whose partition is unknown
-                    }
-                    parts.clear();
-                    break; // a delete: no new partition
-                }
-                parts.push(format!("{p}={}", partition_value(&scalar_at(array.as_ref(), row))));
-            }
-            if !parts.is_empty() {
-                out.insert(parts.join("/"));
-            }
+        // A row whose partition is unknown may touch any file.
+        out.insert(row_partition(&sorted, &targets, row)?);
+        if let Some(moved_to) = row_partition(&sorted, &owns, row) {
+            out.insert(moved_to); // none for a delete
         }
     }
     Some(out.into_iter().collect())
+}
+
+/// The table's partition columns in the order partition paths name them.
+fn sorted_partitions(d: &crate::tables::definition::TableDefinition) -> Vec<&String> {
+    let mut sorted: Vec<&String> = d.partition_by.iter().collect();
+    sorted.sort();
+    sorted
+}
+
+/// The `col=value/…` path of `row` in `columns` (one per column of
+/// `sorted`); None when a column is missing or a value is null.
+fn row_partition(sorted: &[&String], columns: &[Option<&ArrayRef>], row: usize) -> Option<String> {
+    let mut parts = Vec::with_capacity(sorted.len());
+    for (p, column) in sorted.iter().zip(columns) {
+        let array = column.filter(|c| !c.is_null(row))?;
+        parts.push(format!("{p}={}", partition_value(&scalar_at(array.as_ref(), row))));
+    }
+    Some(parts.join("/"))
 }
 
 /// A partition value as Delta writes it in the log.
