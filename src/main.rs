@@ -153,11 +153,8 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    // deltalake_core::operations::merge warns on every MERGE of delta-rs 1.1.3 that it
-    // derives the skipped-files metric ("Missing target skipped-file metric"); silver's
-    // own `merged` line reports the figures, so only its errors are kept.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(
-        "info,deltalake=warn,deltalake_core=warn,deltalake_core::writer::stats=error,deltalake_core::operations::merge=error,datafusion=warn,buoyant_kernel=off,object_store=warn,aws_config=warn,rdkafka=warn",
+        "info,deltalake=warn,deltalake_core=warn,deltalake_core::writer::stats=error,datafusion=warn,buoyant_kernel=off,object_store=warn,aws_config=warn,rdkafka=warn",
     ));
     let json = match std::env::var("LAKESTREAM_LOG_FORMAT").as_deref() {
         Ok("json") => true,

@@ -6,7 +6,7 @@
 //! `source.event_serial_no`, Oracle `source.scn`. A definition lists them as
 //! alternatives; an event uses the first whose first field it carries.
 //!
-//! The sequence is stored in the table's sequence column, so that a MERGE
+//! The sequence is stored in the table's sequence column, so that the upsert
 //! compares a change with the row it would replace:
 //! - a **bigint** column holds one number: a single numeric field, or
 //!   several fields packed into 63 bits by `bits` (a string field such as

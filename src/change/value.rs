@@ -58,7 +58,7 @@ impl std::hash::Hash for Scalar {
 }
 
 /// A total order (nulls first, then by type, then by value): keys sort, so
-/// that a MERGE writes rows in key order and file statistics prune well.
+/// that the upsert writes rows in key order and file statistics prune well.
 impl Ord for Scalar {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         fn rank(s: &Scalar) -> u8 {

@@ -3,19 +3,21 @@
 //!
 //! Why not delta-rs' `optimize()`: its conflict checker (1.1.3) ignores
 //! removes with `dataChange=false`, which is what a compaction writes. So two
-//! compactions of the same files both commit (every row twice), and a silver
-//! MERGE that read a file a compaction has just replaced commits its rewrite of
+//! compactions of the same files both commit (every row twice), and a commit
+//! that read a file a compaction has just replaced commits its rewrite of
 //! that file next to the compacted copy (the rows twice again). Both were
 //! found by `tests/maintenance.rs` (maintenance racing ingestion).
 //!
 //! The fix is a lock in the log, with the conflict check delta-rs does apply:
-//! a compaction commit carries the `txn` app id [`layout_app_id`], and so does
-//! every other commit that reads files to rewrite or delete them (silver's
-//! MERGE, tombstone expiry). delta-rs fails a commit with
-//! `ConcurrentTransaction` when a commit that landed since its snapshot carries
-//! an app id it carries too, so any two of them that overlap in time conflict;
-//! the loser retries on the new snapshot. Appends read nothing and need no
-//! lock.
+//! a compaction commit carries the `txn` app id of [`layout_txns`], and so does
+//! tombstone expiry. delta-rs fails a commit with `ConcurrentTransaction` when
+//! a commit that landed since its snapshot carries an app id it carries too,
+//! so any two of them that overlap in time conflict; the loser retries on the
+//! new snapshot. Silver's upsert takes no lock: it checks a lost race itself
+//! ([`crate::tables::LakeTable::commit_rewrite`]: a winner that removed a file
+//! it rewrites, with any `dataChange`, sends it back), and its removes carry
+//! `dataChange=true`, which delta-rs' check does see when a compaction loses to
+//! it. Appends read nothing and need no lock.
 //!
 //! The compaction itself: per partition, the files smaller than half the
 //! target size, packed into bins of up to the target size; each bin with two or
@@ -24,24 +26,17 @@
 //! the originals and adds the new files, all with `dataChange=false`, so change
 //! data feed readers see no change. One commit per partition, recorded as a
 //! rewrite of that partition (so its conflict check covers that partition
-//! only), under the partition's lock and the table lock; a silver MERGE takes
-//! the locks of the months it touches. So compacting cold months never races
-//! ingestion, and a partition that loses is left for the next round.
+//! only), under the partition's lock and the table lock. A partition that
+//! loses to a commit that rewrote one of its files is left for the next round.
 
-use deltalake::arrow::array::{new_null_array, Array, ArrayRef, StringArray};
-use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::Schema;
-use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Remove, Transaction};
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use deltalake::logstore::object_store::GetOptions;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaResult, DeltaTable, DeltaTableError};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use deltalake::{DeltaResult, DeltaTable};
+use std::collections::{BTreeMap, HashSet};
 
 /// The table-wide lock of `table` (see the module docs).
 fn table_lock(table: &str) -> String {
@@ -93,7 +88,7 @@ pub struct Compacted {
 }
 
 /// The partition path of a file, as its partition values say (`a=1/b=x`; empty when unpartitioned).
-fn partition_path(add: &Add) -> String {
+pub fn partition_path(add: &Add) -> String {
     let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
     values.sort();
     values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"))).collect::<Vec<_>>().join("/")
@@ -188,7 +183,7 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64, f
         for bin in bins {
             let mut writer = RecordBatchWriter::for_table(&delta)?;
             for (add, _) in &bin {
-                for batch in read_file(store.clone(), add, &schema, &partition_columns).await? {
+                for batch in crate::tables::data_file::read(store.clone(), add, &schema, &partition_columns).await? {
                     writer.write(batch).await?;
                 }
             }
@@ -217,20 +212,20 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64, f
             // Recorded as a rewrite of one partition (replaceWhere) with dataChange=false:
             // delta-rs checks a commit against the files its predicate reads, and
             // an OPTIMIZE carries none, so it would "read" the whole table and lose
-            // to any MERGE anywhere.
+            // to any rewrite anywhere.
             DeltaOperation::Write {
                 mode: SaveMode::Overwrite,
                 partition_by: Some(partition_columns.clone()),
                 predicate: Some(partition_predicate(&partition)),
             }
         };
-        // A MERGE into the partition being written lands every few hundred ms,
-        // and each one holds the partition's lock: a compaction that had to
-        // read and write its files first would nearly always lose to one (and
-        // the month being written would never be compacted). Its files are
-        // written by now, so a lost race is retried on the newest snapshot,
-        // a commit that takes milliseconds, as long as every file it removes
-        // is still in the table (a MERGE that rewrote one of them wins).
+        // A silver commit into the partition being written lands every few
+        // hundred ms: a compaction that had to read and write its files first
+        // would nearly always lose to one (and the month being written would
+        // never be compacted). Its files are written by now, so a lost race is
+        // retried on the newest snapshot, a commit that takes milliseconds, as
+        // long as every file it removes is still in the table (a commit that
+        // rewrote one of them wins).
         let mut attempt = 0;
         loop {
             let committed = CommitBuilder::from(properties.clone())
@@ -264,48 +259,13 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64, f
     Ok((done, delta))
 }
 
-/// The rows of one data file with the table's full schema: partition values
-/// become columns again, columns the file predates are null.
-async fn read_file(
-    store: Arc<dyn deltalake::ObjectStore>,
-    add: &Add,
-    schema: &Schema,
-    partition_columns: &[String],
-) -> DeltaResult<Vec<RecordBatch>> {
-    let path = deltalake::Path::parse(&add.path).map_err(|e| DeltaTableError::Generic(format!("file path {}: {e}", add.path)))?;
-    // Only small files are compacted: read each one whole.
-    let bytes = store.get_opts(&path, GetOptions::default()).await?.bytes().await?;
-    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?.collect::<Result<Vec<RecordBatch>, _>>()?;
-    let values: HashMap<&str, Option<&str>> =
-        add.partition_values.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
-    let mut out = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let rows = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        for field in schema.fields() {
-            let name = field.name().as_str();
-            let column = if partition_columns.iter().any(|p| p == name) {
-                let text: ArrayRef = Arc::new(StringArray::from(vec![values.get(name).copied().flatten(); rows]));
-                cast(&text, field.data_type())?
-            } else {
-                match batch.column_by_name(name) {
-                    Some(c) if c.data_type() == field.data_type() => c.clone(),
-                    Some(c) => cast(c, field.data_type())?,
-                    None => new_null_array(field.data_type(), rows),
-                }
-            };
-            columns.push(column);
-        }
-        out.push(RecordBatch::try_new(Arc::new(schema.clone()), columns)?);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::{AsArray, Int64Array};
+    use deltalake::arrow::array::{AsArray, Int64Array, StringArray};
     use deltalake::arrow::datatypes::{DataType, Field, Int64Type};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
     use deltalake::datafusion::prelude::SessionContext;
 
     fn rows(ids: std::ops::Range<i64>) -> RecordBatch {

@@ -19,9 +19,10 @@
 //!   offsets a table holds, and a checkpoint keeps every `txn` (no
 //!   `delta.setTransactionRetentionDuration` is ever set);
 //! - compaction rewrites files with `dataChange=false`: an append racing it
-//!   commits on top of it; a commit that rewrites or deletes files (silver's
-//!   MERGE, tombstone expiry, another compaction) conflicts with it through
-//!   the layout lock of [`compaction`] and is retried on the new snapshot;
+//!   commits on top of it; tombstone expiry and another compaction conflict
+//!   with it through the layout lock of [`compaction`] and are retried on the
+//!   new snapshot; silver's upsert checks its own races (a winner that
+//!   removed a file it rewrites sends the batch back to be applied again);
 //! - VACUUM only deletes files older than the retention, so never a file a
 //!   writer uploaded and is about to commit; the retention has a floor of 1 hour.
 

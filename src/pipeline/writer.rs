@@ -479,7 +479,7 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
                 let changes = silver::newest_per_key(events, &resolved[index], |k| state.seq(k));
                 let source = silver::source_rows(reader, &table_batch.rows, &changes, now)
                     .expect("change table columns match their definition (checked at start)");
-                silver::merge(&mut sink.table, reader, source, txns).await
+                silver::apply(&mut sink.table, reader, source, txns).await
             }
         };
         match committed {

@@ -63,6 +63,9 @@ impl TableError {
     }
 }
 
+/// How many lost races a rewrite commits past before the writer reloads.
+const REWRITE_RETRIES: u32 = 20;
+
 /// The result of a commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -244,6 +247,82 @@ impl LakeTable {
         let properties = CommitProperties::default().with_application_transactions(txns);
         let version = self.commit_actions(properties, actions).await?;
         Ok(CommitOutcome { version, rows })
+    }
+
+    /// Commits files written elsewhere (silver's upsert when it only inserts)
+    /// as an append, with `txns`.
+    pub async fn commit_appended(&mut self, actions: Vec<Action>, txns: Vec<Transaction>) -> Result<i64, TableError> {
+        self.commit_actions(CommitProperties::default().with_application_transactions(txns), actions).await
+    }
+
+    /// Commits `actions`, which remove files they rewrote, with `txns`.
+    ///
+    /// delta-rs' conflict check ignores a winning commit's removes with
+    /// `dataChange=false` (a compaction's, Spark's OPTIMIZE): it would commit
+    /// a rewrite of a file that a compaction has just replaced, and the rows
+    /// of that file would be in the table twice. So its retries are off and
+    /// the race is checked here: after a lost race the table is brought to
+    /// the latest version and the commit is tried again on it, unless a
+    /// winner removed a file this commit removes, carried one of its `txn`
+    /// app ids (another writer of the same partition), or changed the table's
+    /// metadata or protocol. Then the conflict is returned and the writer
+    /// reloads and applies the batch again.
+    pub async fn commit_rewrite(&mut self, actions: Vec<Action>, txns: Vec<Transaction>, operation: DeltaOperation) -> Result<i64, TableError> {
+        let ours: std::collections::HashSet<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let removed: Vec<String> = actions.iter().filter_map(|a| if let Action::Remove(r) = a { Some(r.path.clone()) } else { None }).collect();
+        let properties = CommitProperties::default().with_application_transactions(txns).with_max_retries(0);
+        let mut attempts = 0;
+        loop {
+            let base = self.version().unwrap_or(-1);
+            let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
+            let committed = CommitBuilder::from(properties.clone())
+                .with_actions(actions.clone())
+                .build(Some(snapshot), self.table.log_store(), operation.clone())
+                .await;
+            match committed {
+                Ok(finalized) => {
+                    let version = finalized.version();
+                    self.table.update_incremental(Some(version)).await.map_err(|e| self.wrap(e))?;
+                    return Ok(version as i64);
+                }
+                Err(e) if is_conflict(&e) && attempts < REWRITE_RETRIES => {
+                    attempts += 1;
+                    self.table.update_incremental(None).await.map_err(|e| self.wrap(e))?;
+                    if let Some(reason) = self.lost_to(base, &ours, &removed).await? {
+                        tracing::debug!(table = self.spec.name, reason, "a rewrite lost a race it cannot commit past");
+                        return Err(self.wrap(e));
+                    }
+                    tracing::debug!(table = self.spec.name, attempts, "a rewrite lost a race to commits that left its files alone; committing again");
+                }
+                Err(e) => return Err(self.wrap(e)),
+            }
+        }
+    }
+
+    /// Why the commits after `base` (up to the loaded version) forbid
+    /// committing a rewrite on top of them, if they do (see [`Self::commit_rewrite`]).
+    async fn lost_to(&self, base: i64, ours: &std::collections::HashSet<String>, removed: &[String]) -> Result<Option<&'static str>, TableError> {
+        let latest = self.version().unwrap_or(-1);
+        for version in base + 1..=latest {
+            let Some(bytes) = self.table.log_store().read_commit_entry(version as u64).await.map_err(|e| self.wrap(e))? else {
+                return Ok(Some("a winning commit file is missing"));
+            };
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| self.wrap(DeltaTableError::Generic(format!("commit {version}: {e}"))))?;
+                if action.get("txn").and_then(|t| t.get("appId")).and_then(|a| a.as_str()).is_some_and(|a| ours.contains(a)) {
+                    return Ok(Some("a winner wrote one of this writer's partitions"));
+                }
+                if action.get("metaData").is_some() || action.get("protocol").is_some() {
+                    return Ok(Some("a winner changed the table's metadata"));
+                }
+            }
+        }
+        let snapshot = self.table.snapshot().map_err(|e| self.wrap(e))?;
+        let live: std::collections::HashSet<String> = snapshot.log_data().iter().map(|f| f.path().into_owned()).collect();
+        if removed.iter().any(|p| !live.contains(p)) {
+            return Ok(Some("a winner removed a file this commit rewrites"));
+        }
+        Ok(None)
     }
 
     /// Commits `actions` with `properties` and moves the loaded snapshot to

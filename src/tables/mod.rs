@@ -9,10 +9,13 @@
 //! - [`registry`]: the tables in commit order and what each takes from a batch;
 //! - [`bronze`], [`quarantine`]: the two tables every lake has, and how a
 //!   batch of records becomes their rows;
-//! - [`silver`], [`tombstones`]: a change table's MERGE and its remembered deletes.
+//! - [`silver`], [`tombstones`]: a change table's current state and its remembered deletes;
+//! - [`upsert`]: how a batch of changes lands in silver in one commit;
+//! - [`data_file`]: reading a data file back for the commits that rewrite files.
 
 pub mod bronze;
 pub mod change_feed;
+pub mod data_file;
 pub mod definition;
 pub mod delta;
 pub mod evolution;
@@ -23,5 +26,6 @@ pub mod registry;
 pub mod silver;
 pub mod tombstones;
 pub mod txn;
+pub mod upsert;
 
 pub use delta::{CommitOutcome, LakeTable, TableSpec};

@@ -8,7 +8,7 @@
 //!   not decode, with the reason;
 //! - per **change table** (a definition with `[change]`): first its
 //!   tombstones table (the deletes it must remember), then the table itself
-//!   (a MERGE of the batch's newest change per key).
+//!   (an upsert of the batch's newest change per key).
 //!
 //! Bronze and quarantine are shared by every topic of a run: both carry the
 //! record's topic, partition and offset, and their txn app ids name the
