@@ -49,6 +49,7 @@ fn silver_after_crashes(lake: Lake, rows: &str) {
         "cycle.after_quarantine",
         "silver.order_lines_tombstones.files_written",
         "cycle.after_tombstones",
+        "silver.order_lines.files_written",
         "cycle.after_silver",
     ];
     let (mut aborted, mut killed) = (0, 0);
