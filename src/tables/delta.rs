@@ -267,7 +267,8 @@ impl LakeTable {
     /// app ids (another writer of the same partition), or changed the table's
     /// metadata or protocol. Then the conflict is returned and the writer
     /// reloads and applies the batch again.
-    pub async fn commit_rewrite(&mut self, actions: Vec<Action>, txns: Vec<Transaction>, operation: DeltaOperation) -> Result<i64, TableError> {
+    /// Returns the version and how many lost races it committed past.
+    pub async fn commit_rewrite(&mut self, actions: Vec<Action>, txns: Vec<Transaction>, operation: DeltaOperation) -> Result<(i64, u32), TableError> {
         let ours: std::collections::HashSet<String> = txns.iter().map(|t| t.app_id.clone()).collect();
         let removed: Vec<String> = actions.iter().filter_map(|a| if let Action::Remove(r) = a { Some(r.path.clone()) } else { None }).collect();
         let properties = CommitProperties::default().with_application_transactions(txns).with_max_retries(0);
@@ -283,7 +284,7 @@ impl LakeTable {
                 Ok(finalized) => {
                     let version = finalized.version();
                     self.table.update_incremental(Some(version)).await.map_err(|e| self.wrap(e))?;
-                    return Ok(version as i64);
+                    return Ok((version as i64, attempts));
                 }
                 Err(e) if is_conflict(&e) && attempts < REWRITE_RETRIES => {
                     attempts += 1;
@@ -349,5 +350,98 @@ impl LakeTable {
 
     pub fn wrap_error(&self, source: DeltaTableError) -> TableError {
         self.wrap(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::Int64Array;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(ids))]).unwrap()
+    }
+
+    async fn table(delta: DeltaTable) -> LakeTable {
+        let spec = TableSpec { name: "t", path: "t", schema: rows(0..0).schema(), partition_columns: vec![], properties: vec![] };
+        LakeTable::from_loaded(spec, delta).unwrap()
+    }
+
+    /// A rewrite of the one file of the table: remove it, add a file of `ids`.
+    async fn rewrite(delta: &DeltaTable, ids: std::ops::Range<i64>) -> Vec<Action> {
+        let file = delta.snapshot().unwrap().log_data().iter().next().unwrap().remove_action(true);
+        let mut writer = RecordBatchWriter::for_table(delta).unwrap();
+        writer.write(rows(ids)).await.unwrap();
+        let mut actions: Vec<Action> = writer.flush().await.unwrap().into_iter().map(Action::Add).collect();
+        actions.push(Action::Remove(file));
+        actions
+    }
+
+    fn txn(app_id: &str, version: i64) -> Vec<Transaction> {
+        vec![Transaction::new_with_last_update(app_id, version, None)]
+    }
+
+    fn operation() -> DeltaOperation {
+        DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None }
+    }
+
+    /// A compaction (or Spark's OPTIMIZE) replaced the file a rewrite removes,
+    /// with `dataChange=false`, which delta-rs' own check ignores: the
+    /// rewrite must not commit next to the compacted copy.
+    #[tokio::test]
+    async fn a_rewrite_loses_to_a_winner_that_replaced_its_file() {
+        let delta = DeltaTable::new_in_memory().write(vec![rows(0..10)]).await.unwrap();
+        let mut stale = table(delta.clone()).await;
+        let actions = rewrite(&delta, 1..10).await;
+        // The winner: the same rows in a new file, the old one removed without a data change.
+        let mut compacted = rewrite(&delta, 0..10).await;
+        for a in &mut compacted {
+            match a {
+                Action::Add(add) => add.data_change = false,
+                Action::Remove(r) => r.data_change = false,
+                _ => {}
+            }
+        }
+        let winner = CommitBuilder::default()
+            .with_actions(compacted)
+            .build(Some(delta.snapshot().unwrap()), delta.log_store(), DeltaOperation::Optimize { predicate: None, target_size: 1 })
+            .await
+            .unwrap();
+        let error = stale.commit_rewrite(actions, txn("writer-p0", 7), operation()).await.unwrap_err();
+        assert!(error.is_conflict(), "{error}");
+        assert_eq!(stale.version(), Some(winner.version() as i64), "brought to the winner's version, nothing committed on it");
+    }
+
+    /// A winner that left the rewritten file alone (an append) is committed
+    /// past: no lock, no queue, and the rewrite lands on the newer version.
+    #[tokio::test]
+    async fn a_rewrite_commits_past_a_winner_that_left_its_file_alone() {
+        let delta = DeltaTable::new_in_memory().write(vec![rows(0..10)]).await.unwrap();
+        let mut stale = table(delta.clone()).await;
+        let actions = rewrite(&delta, 1..10).await;
+        let appended = delta.clone().write(vec![rows(100..105)]).await.unwrap();
+        let (version, races) = stale.commit_rewrite(actions, txn("writer-p0", 7), operation()).await.unwrap();
+        assert_eq!((version, races), (appended.version().unwrap() as i64 + 1, 1));
+        assert_eq!(stale.txn_version("writer-p0").await.unwrap(), Some(7));
+    }
+
+    /// A winner that carries one of the rewrite's txn app ids (another writer
+    /// of the same Kafka partition) sends it back to the writer.
+    #[tokio::test]
+    async fn a_rewrite_loses_to_a_winner_with_its_app_id() {
+        let delta = DeltaTable::new_in_memory().write(vec![rows(0..10)]).await.unwrap();
+        let mut stale = table(delta.clone()).await;
+        let actions = rewrite(&delta, 1..10).await;
+        let _ = delta
+            .clone()
+            .write(vec![rows(100..105)])
+            .with_commit_properties(CommitProperties::default().with_application_transactions(txn("writer-p0", 9)))
+            .await
+            .unwrap();
+        let error = stale.commit_rewrite(actions, txn("writer-p0", 7), operation()).await.unwrap_err();
+        assert!(error.is_conflict(), "{error}");
     }
 }

@@ -340,6 +340,7 @@ pub async fn apply(table: &mut LakeTable, reader: &Reader, changes: Changes, txn
                 rows_deleted = done.deleted,
                 scan_ms = done.read_ms,
                 rewrite_ms = done.write_ms,
+                races = done.races,
                 execution_ms = started.elapsed().as_millis() as u64,
                 "merged"
             )

@@ -80,6 +80,8 @@ pub struct Upserted {
     pub updated: usize,
     pub deleted: usize,
     pub read_ms: u64,
+    /// Lost races committed past (see [`LakeTable::commit_rewrite`]).
+    pub races: u32,
     pub write_ms: u64,
 }
 
@@ -224,7 +226,7 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
 
     // 5: one commit.
     let version = if removes.is_empty() && !actions.iter().any(|a| matches!(a, Action::Cdc(_))) {
-        table.commit_appended(actions, txns).await? // only inserts: an append
+        table.commit_appended(actions, txns).await? // only inserts: an append (delta-rs' check suffices)
     } else {
         actions.extend(removes.into_iter().map(Action::Remove));
         let operation = DeltaOperation::Merge {
@@ -237,7 +239,9 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
             not_matched_predicates: vec![MergePredicate { action_type: "insert".into(), predicate: Some("source is not a delete".into()) }],
             not_matched_by_source_predicates: vec![],
         };
-        table.commit_rewrite(actions, txns, operation).await?
+        let (version, races) = table.commit_rewrite(actions, txns, operation).await?;
+        out.races = races;
+        version
     };
     out.version = version;
     Ok(out)
