@@ -10,8 +10,9 @@
 //!
 //! 1. **Which files may hold a key** ([`candidates`]): a file is read only if
 //!    a change searching its partition has a first key column value within
-//!    the file's min/max statistics. A change whose partition is unknown (a
-//!    key-only delete), or whose partition no file names, searches every file.
+//!    the file's min/max statistics. Partition values are compared as values
+//!    of their type, not as the text a writer put in the log. A change whose
+//!    partition is unknown (a key-only delete) searches every file.
 //! 2. **Match**: the stored rows of those files whose key the batch holds are
 //!    compared by sequence: a newer change replaces the row, a delete at least
 //!    as new removes it, anything else leaves it (and is not inserted: late
@@ -106,7 +107,7 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     let schema: SchemaRef = Arc::new(TryIntoArrow::<Schema>::try_into_arrow(snapshot.schema().as_ref()).map_err(|e| table.wrap_error(e.into()))?);
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let change_feed = snapshot.metadata().configuration().get("delta.enableChangeDataFeed").is_some_and(|v| v == "true");
-    let files: Vec<StoredFile> = stored_files(table, &d.primary_key[0])?;
+    let files: Vec<StoredFile> = stored_files(table, &d.primary_key[0], &schema)?;
     let rows = conform(&changes.rows, &schema).map_err(|e| delta_err(table, generic(e)))?;
     let n = rows.num_rows();
     let key_index: Vec<usize> = d.primary_key.iter().map(|k| schema.index_of(k).expect("key columns are table columns")).collect();
@@ -253,14 +254,16 @@ impl Upserted {
     }
 }
 
-/// The live files of the table with their partition and the bounds of the
-/// first key column (None: no statistics, the file may hold any key).
-fn stored_files(table: &LakeTable, first_key: &str) -> Result<Vec<StoredFile>, TableError> {
+/// The live files of the table with their partition (in the canonical form
+/// of [`canonical_partition`]) and the bounds of the first key column (None:
+/// no statistics, the file may hold any key).
+fn stored_files(table: &LakeTable, first_key: &str, schema: &Schema) -> Result<Vec<StoredFile>, TableError> {
     if table.version().is_none_or(|v| v < 0) {
         return Ok(Vec::new());
     }
     let snapshot = table.delta().snapshot().map_err(|e| table.wrap_error(e))?;
     let mut files = Vec::new();
+    let mut canonical: HashMap<String, String> = HashMap::new();
     for file in snapshot.log_data().iter() {
         // The Add form carries the partition values as text, as the log has them.
         #[allow(deprecated)]
@@ -269,20 +272,43 @@ fn stored_files(table: &LakeTable, first_key: &str) -> Result<Vec<StoredFile>, T
             let stats: serde_json::Value = serde_json::from_str(s).ok()?;
             Some((stats.get("minValues")?.get(first_key)?.clone(), stats.get("maxValues")?.get(first_key)?.clone()))
         });
-        let partition = crate::maintenance::compaction::partition_path(&add);
+        let written = crate::maintenance::compaction::partition_path(&add);
+        let partition = canonical.entry(written).or_insert_with(|| canonical_partition(&add, schema)).clone();
         files.push(StoredFile { remove: file.remove_action(true), add, partition, bounds });
     }
     Ok(files)
 }
 
+/// A file's partition as `col=value/…` (columns by name) with each value
+/// read as its column's type and written the way [`partition_value`] writes
+/// a change's: another writer may have written the same value differently
+/// (`007` for 7, another timestamp format), and a change must find the
+/// file all the same. A value that does not read as its type stays as written.
+fn canonical_partition(add: &Add, schema: &Schema) -> String {
+    let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
+    values.sort();
+    let canonical = |column: &str, text: &str| -> Option<String> {
+        let data_type = schema.field_with_name(column).ok()?.data_type();
+        let array = cast(&(Arc::new(StringArray::from(vec![text])) as ArrayRef), data_type).ok()?;
+        partition_value(array.as_ref(), 0)
+    };
+    values
+        .iter()
+        .map(|(k, v)| match v {
+            Some(text) => format!("{k}={}", canonical(k, text).unwrap_or_else(|| text.clone())),
+            None => format!("{k}=__HIVE_DEFAULT_PARTITION__"),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The files some change may find its stored row in (see the module docs).
 fn candidates<'f>(files: &'f [StoredFile], changes: &Changes, first_key: &ArrayRef) -> Vec<&'f StoredFile> {
-    let named: std::collections::HashSet<&str> = files.iter().map(|f| f.partition.as_str()).collect();
     // Per partition, the changes searching it, in key order (the batch is sorted by key).
     let mut by_partition: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut everywhere: Vec<usize> = Vec::new();
     for (row, search) in changes.search.iter().enumerate() {
-        match search.as_deref().filter(|p| named.contains(p)) {
+        match search.as_deref() {
             Some(p) => by_partition.entry(p).or_default().push(row),
             None => everywhere.push(row),
         }
@@ -477,6 +503,22 @@ mod tests {
         assert_eq!(picked(&changes(&[120], &[Some("m=2")])), Vec::<usize>::new(), "between m=2's two files");
         assert_eq!(picked(&changes(&[400], &[Some("m=1")])), Vec::<usize>::new(), "a new key");
         assert_eq!(picked(&changes(&[120], &[None])), vec![1], "unknown partition: every file's range");
-        assert_eq!(picked(&changes(&[160], &[Some("m=9")])), vec![1, 3], "a partition no file names: every file");
+        assert_eq!(picked(&changes(&[160], &[None])), vec![1, 3], "unknown partition: every file's range");
+        assert_eq!(picked(&changes(&[160], &[Some("m=9")])), Vec::<usize>::new(), "a partition no file has: new rows");
+    }
+
+    /// A partition value another writer wrote in another form is the same
+    /// partition: `007` and `7` for an integer column.
+    #[test]
+    fn partition_values_compare_as_values() {
+        let schema = Schema::new(vec![Field::new("m", DataType::Int32, true), Field::new("c", DataType::Utf8, true)]);
+        let add = |m: Option<&str>, c: &str| Add {
+            partition_values: [("m".to_string(), m.map(str::to_string)), ("c".to_string(), Some(c.to_string()))].into(),
+            ..Default::default()
+        };
+        assert_eq!(canonical_partition(&add(Some("007"), "x"), &schema), "c=x/m=7");
+        assert_eq!(canonical_partition(&add(Some("7"), "x"), &schema), "c=x/m=7");
+        assert_eq!(canonical_partition(&add(None, "x"), &schema), "c=x/m=__HIVE_DEFAULT_PARTITION__");
+        assert_eq!(canonical_partition(&add(Some("seven"), "x"), &schema), "c=x/m=seven", "unreadable: as written");
     }
 }

@@ -77,7 +77,7 @@ for name in ("empty", "grown"):
         ("silver MERGE ms per batch, median (all)", f"{med([m['execution_ms'] for m in merged])} ({' '.join(str(m['execution_ms']) for m in merged)})"),
         ("silver commit ms per batch, median (MERGE + commit)", med(commits.get("silver.order_lines", []))),
         ("bronze commit ms per batch, median", med(commits.get("bronze.orders", []))),
-        ("months touched per batch, median", med([m["months"] for m in merged])),
+        ("partitions touched per batch, median", med([m["partitions"] for m in merged])),
         ("silver files scanned per batch, median", med([m["files_scanned"] for m in merged])),
         ("silver rows copied per batch, median", med([m["rows_copied"] for m in merged])),
         ("peak RSS of the writer, MB", str(rss)),
@@ -87,7 +87,7 @@ for name in ("empty", "grown"):
 merged, commits, rss = figures("grow")
 silver = commits.get("silver.order_lines", [])
 print(f"\ngrowing run ({len(merged)} batches, peak RSS {rss} MB), means by tenth of the run:")
-for key, values in (("months touched", [m["months"] for m in merged]),
+for key, values in (("partitions touched", [m["partitions"] for m in merged]),
                     ("files scanned", [m["files_scanned"] for m in merged]),
                     ("MERGE ms", [m["execution_ms"] for m in merged]),
                     ("commit ms beyond the MERGE", [c - m["execution_ms"] for c, m in zip(silver, merged)])):
