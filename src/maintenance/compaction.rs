@@ -87,13 +87,6 @@ pub struct Compacted {
     pub skipped_partitions: u64,
 }
 
-/// The partition path of a file, as its partition values say (`a=1/b=x`; empty when unpartitioned).
-pub fn partition_path(add: &Add) -> String {
-    let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
-    values.sort();
-    values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"))).collect::<Vec<_>>().join("/")
-}
-
 /// `a=1/b=x` as a SQL predicate: `a = '1' AND b = 'x'`.
 fn partition_predicate(partition: &str) -> String {
     partition
@@ -146,7 +139,7 @@ pub async fn compact(delta: DeltaTable, name: &'static str, target_bytes: u64, f
             // The Add form carries the partition values as text, as the log has them.
             #[allow(deprecated)]
             let add = file.add_action();
-            by_partition.entry((partition_path(&add), tier(size))).or_default().push((add, file.remove_action(false)));
+            by_partition.entry((crate::tables::data_file::partition_path(&add), tier(size))).or_default().push((add, file.remove_action(false)));
         }
     }
     let lowest = by_partition.keys().map(|(_, t)| *t).min().unwrap_or(0);

@@ -1,5 +1,5 @@
-//! Reading a table's data file back as rows of the table's schema, for the
-//! commits that rewrite files: compaction and silver's upsert.
+//! A table's data file as the commits that rewrite files see it (compaction
+//! and silver's upsert): its partition, and its rows read back in the table's schema.
 
 use deltalake::arrow::array::{new_null_array, ArrayRef, StringArray};
 use deltalake::arrow::compute::cast;
@@ -11,6 +11,13 @@ use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaResult, DeltaTableError};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// The partition path of a file, as its partition values say (`a=1/b=x`; empty when unpartitioned).
+pub fn partition_path(add: &Add) -> String {
+    let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
+    values.sort();
+    values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"))).collect::<Vec<_>>().join("/")
+}
 
 /// The rows of one data file with the table's full schema: partition values
 /// become columns again, columns the file predates are null, and a column

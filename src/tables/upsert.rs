@@ -272,7 +272,7 @@ fn stored_files(table: &LakeTable, first_key: &str, schema: &Schema) -> Result<V
             let stats: serde_json::Value = serde_json::from_str(s).ok()?;
             Some((stats.get("minValues")?.get(first_key)?.clone(), stats.get("maxValues")?.get(first_key)?.clone()))
         });
-        let written = crate::maintenance::compaction::partition_path(&add);
+        let written = crate::tables::data_file::partition_path(&add);
         let partition = canonical.entry(written).or_insert_with(|| canonical_partition(&add, schema)).clone();
         files.push(StoredFile { remove: file.remove_action(true), add, partition, bounds });
     }
