@@ -101,20 +101,21 @@ struct StoredFile {
 /// offsets). Nothing to change commits the offsets alone.
 pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes, txns: Vec<Transaction>) -> Result<Upserted, TableError> {
     let started = Instant::now();
-    let generic = |e: String| DeltaTableError::Generic(format!("{}: {e}", d.name));
-    let delta_err = |table: &LakeTable, e: DeltaTableError| table.wrap_error(e);
+    // An Arrow or schema failure, named by the table (the table is passed in:
+    // it is borrowed mutably for the commit at the end).
+    let fail = |table: &LakeTable, e: String| table.wrap_error(DeltaTableError::Generic(format!("{}: {e}", d.name)));
     let snapshot = table.delta().snapshot().map_err(|e| table.wrap_error(e))?;
     let schema: SchemaRef = Arc::new(TryIntoArrow::<Schema>::try_into_arrow(snapshot.schema().as_ref()).map_err(|e| table.wrap_error(e.into()))?);
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let change_feed = snapshot.metadata().configuration().get("delta.enableChangeDataFeed").is_some_and(|v| v == "true");
     let files: Vec<StoredFile> = stored_files(table, &d.primary_key[0], &schema)?;
-    let rows = conform(&changes.rows, &schema).map_err(|e| delta_err(table, generic(e)))?;
+    let rows = conform(&changes.rows, &schema).map_err(|e| fail(table, e))?;
     let n = rows.num_rows();
     let key_index: Vec<usize> = d.primary_key.iter().map(|k| schema.index_of(k).expect("key columns are table columns")).collect();
     let seq_index = schema.index_of(d.sequence_column.as_deref().expect("change tables have a sequence column")).expect("the sequence column is a table column");
     let converter = RowConverter::new(key_index.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect())
-        .map_err(|e| delta_err(table, generic(e.to_string())))?;
-    let keys = converter.convert_columns(&key_index.iter().map(|i| rows.column(*i).clone()).collect::<Vec<_>>()).map_err(|e| delta_err(table, generic(e.to_string())))?;
+        .map_err(|e| fail(table, e.to_string()))?;
+    let keys = converter.convert_columns(&key_index.iter().map(|i| rows.column(*i).clone()).collect::<Vec<_>>()).map_err(|e| fail(table, e.to_string()))?;
     let mut by_key: HashMap<&[u8], usize, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(n, Default::default());
     for (i, k) in keys.iter().enumerate() {
         by_key.insert(k.data(), i);
@@ -140,10 +141,10 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     while let Some(read) = reads.next().await {
         let (file, batches) = read.map_err(|e| table.wrap_error(e))?;
         let file = reading[file];
-        let stored = concat_batches(&schema, &batches).map_err(|e| delta_err(table, generic(e.to_string())))?;
+        let stored = concat_batches(&schema, &batches).map_err(|e| fail(table, e.to_string()))?;
         let stored_keys = converter
             .convert_columns(&key_index.iter().map(|i| stored.column(*i).clone()).collect::<Vec<_>>())
-            .map_err(|e| delta_err(table, generic(e.to_string())))?;
+            .map_err(|e| fail(table, e.to_string()))?;
         let (mut updated_at, mut deleted_at) = (Vec::new(), Vec::new());
         for (row, key) in stored_keys.iter().enumerate() {
             let Some(&change) = by_key.get(key.data()) else { continue };
@@ -167,7 +168,7 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
         for r in updated_at.iter().chain(&deleted_at) {
             keep[*r as usize] = false;
         }
-        let wrap = |e: deltalake::arrow::error::ArrowError| delta_err(table, generic(e.to_string()));
+        let wrap = |e: deltalake::arrow::error::ArrowError| fail(table, e.to_string());
         let left = filter_record_batch(&stored, &BooleanArray::from(keep)).map_err(wrap)?;
         out.rows_copied += left.num_rows();
         out.updated += updated_at.len();
@@ -188,7 +189,7 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     let postimage: Vec<u32> = (0..n as u32).filter(|i| replaced[*i as usize]).collect();
     let inserts: Vec<u32> = (0..n as u32).filter(|i| !matched[*i as usize] && !changes.deletes[*i as usize]).collect();
     out.inserted = inserts.len();
-    let wrap = |table: &LakeTable, e: deltalake::arrow::error::ArrowError| delta_err(table, generic(e.to_string()));
+    let wrap = |table: &LakeTable, e: deltalake::arrow::error::ArrowError| fail(table, e.to_string());
     let new_rows: Vec<u32> = (0..n as u32).filter(|i| replaced[*i as usize] || (!matched[*i as usize] && !changes.deletes[*i as usize])).collect();
     let new_rows = take_record_batch(&rows, &UInt32Array::from(new_rows)).map_err(|e| wrap(table, e))?;
     let data = if kept.is_empty() {
