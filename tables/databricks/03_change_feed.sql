@@ -2,8 +2,8 @@
 --
 -- Databricks SQL (Unity Catalog), after 01_register_tables.sql. silver_order_lines
 -- has Change Data Feed on (delta.enableChangeDataFeed = true, set by lakestream when
--- it creates the table, so from version 0). Every lakestream batch is one MERGE
--- commit; its changes are:
+-- it creates the table, so from version 0). Every lakestream batch is one commit
+-- (a MERGE when it changes stored lines, else a WRITE of new lines); its changes are:
 --   insert            a new order line                       (+ its line_total)
 --   update_preimage   a line before an update                (- its old line_total)
 --   update_postimage  the same line after the update         (+ its new line_total)
