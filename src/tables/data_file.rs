@@ -1,22 +1,50 @@
 //! A table's data file as the commits that rewrite files see it (compaction
 //! and silver's upsert): its partition, and its rows read back in the table's schema.
 
-use deltalake::arrow::array::{new_null_array, ArrayRef, StringArray};
+use deltalake::arrow::array::{new_null_array, ArrayRef, RecordBatchOptions, StringArray};
 use deltalake::arrow::compute::cast;
-use deltalake::arrow::datatypes::Schema;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Add;
 use deltalake::logstore::object_store::GetOptions;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaResult, DeltaTableError};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The partition path of a file, as its partition values say (`a=1/b=x`; empty when unpartitioned).
 pub fn partition_path(add: &Add) -> String {
+    partition_path_with(add, |_, text| text.to_string())
+}
+
+/// The partition path of a file with each non-null value written by
+/// `value(column, text)`, columns by name, a null as Hive writes it.
+pub fn partition_path_with(add: &Add, value: impl Fn(&str, &str) -> String) -> String {
     let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
     values.sort();
-    values.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__"))).collect::<Vec<_>>().join("/")
+    values
+        .iter()
+        .map(|(k, v)| match v {
+            Some(text) => format!("{k}={}", value(k, text)),
+            None => format!("{k}=__HIVE_DEFAULT_PARTITION__"),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `batch` in `schema`: columns by name, cast where the type differs (another
+/// writer's physical type, Spark's INT96 timestamps), null where the batch
+/// lacks one (a column a migration added since).
+pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        columns.push(match batch.column_by_name(field.name()) {
+            Some(c) if c.data_type() == field.data_type() => c.clone(),
+            Some(c) => cast(c, field.data_type())?,
+            None => new_null_array(field.data_type(), batch.num_rows()),
+        });
+    }
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// The rows of one data file with the table's full schema: partition values
@@ -29,26 +57,23 @@ pub async fn read(store: Arc<dyn deltalake::ObjectStore>, add: &Add, schema: &Sc
     // range of silver): each one is read whole.
     let bytes = store.get_opts(&path, GetOptions::default()).await?.bytes().await?;
     let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?.collect::<Result<Vec<RecordBatch>, _>>()?;
-    let values: HashMap<&str, Option<&str>> = add.partition_values.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    let schema: SchemaRef = Arc::new(schema.clone());
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
-        let rows = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        for field in schema.fields() {
-            let name = field.name().as_str();
-            let column = if partition_columns.iter().any(|p| p == name) {
-                let text: ArrayRef = Arc::new(StringArray::from(vec![values.get(name).copied().flatten(); rows]));
-                cast(&text, field.data_type())?
-            } else {
-                match batch.column_by_name(name) {
-                    Some(c) if c.data_type() == field.data_type() => c.clone(),
-                    Some(c) => cast(c, field.data_type())?,
-                    None => new_null_array(field.data_type(), rows),
-                }
-            };
-            columns.push(column);
+        // The partition values (from the log, whatever the file holds) as
+        // columns of text, then everything in the table's types.
+        let in_file: Vec<usize> = (0..batch.num_columns()).filter(|i| !partition_columns.contains(batch.schema().field(*i).name())).collect();
+        let batch = batch.project(&in_file)?;
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut columns = batch.columns().to_vec();
+        for p in partition_columns {
+            let value = add.partition_values.get(p).cloned().flatten();
+            fields.push(Field::new(p, DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from(vec![value; batch.num_rows()])) as ArrayRef);
         }
-        out.push(RecordBatch::try_new(Arc::new(schema.clone()), columns)?);
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let with_partitions = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?;
+        out.push(conform(&with_partitions, &schema)?);
     }
     Ok(out)
 }

@@ -34,10 +34,11 @@
 //!    reloads and applies the batch again. So writers of the same month never
 //!    queue on each other, and no row is written twice.
 
+use crate::tables::data_file;
 use crate::tables::definition::TableDefinition;
 use crate::tables::delta::TableError;
 use crate::tables::{CommitOutcome, LakeTable};
-use deltalake::arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
 use deltalake::arrow::compute::{cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
 use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use deltalake::arrow::row::{RowConverter, SortField};
@@ -103,19 +104,19 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     let started = Instant::now();
     // An Arrow or schema failure, named by the table (the table is passed in:
     // it is borrowed mutably for the commit at the end).
-    let fail = |table: &LakeTable, e: String| table.wrap_error(DeltaTableError::Generic(format!("{}: {e}", d.name)));
+    let fail = |table: &LakeTable, e: &dyn std::fmt::Display| table.wrap_error(DeltaTableError::Generic(format!("{}: {e}", d.name)));
     let snapshot = table.delta().snapshot().map_err(|e| table.wrap_error(e))?;
     let schema: SchemaRef = Arc::new(TryIntoArrow::<Schema>::try_into_arrow(snapshot.schema().as_ref()).map_err(|e| table.wrap_error(e.into()))?);
     let partition_columns = snapshot.metadata().partition_columns().to_vec();
     let change_feed = snapshot.metadata().configuration().get("delta.enableChangeDataFeed").is_some_and(|v| v == "true");
     let files: Vec<StoredFile> = stored_files(table, &d.primary_key[0], &schema)?;
-    let rows = conform(&changes.rows, &schema).map_err(|e| fail(table, e))?;
+    let rows = data_file::conform(&changes.rows, &schema).map_err(|e| fail(table, &e))?;
     let n = rows.num_rows();
     let key_index: Vec<usize> = d.primary_key.iter().map(|k| schema.index_of(k).expect("key columns are table columns")).collect();
     let seq_index = schema.index_of(d.sequence_column.as_deref().expect("change tables have a sequence column")).expect("the sequence column is a table column");
     let converter = RowConverter::new(key_index.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect())
-        .map_err(|e| fail(table, e.to_string()))?;
-    let keys = converter.convert_columns(&key_index.iter().map(|i| rows.column(*i).clone()).collect::<Vec<_>>()).map_err(|e| fail(table, e.to_string()))?;
+        .map_err(|e| fail(table, &e))?;
+    let keys = converter.convert_columns(&key_index.iter().map(|i| rows.column(*i).clone()).collect::<Vec<_>>()).map_err(|e| fail(table, &e))?;
     let mut by_key: HashMap<&[u8], usize, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(n, Default::default());
     for (i, k) in keys.iter().enumerate() {
         by_key.insert(k.data(), i);
@@ -134,17 +135,17 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     let mut reads = stream::iter(jobs)
         .map(move |(i, add)| {
             let (store, schema, partitions) = (store.clone(), read_schema.clone(), read_partitions.clone());
-            async move { crate::tables::data_file::read(store, &add, &schema, &partitions).await.map(|b| (i, b)) }
+            async move { data_file::read(store, &add, &schema, &partitions).await.map(|b| (i, b)) }
         })
         .buffered(CONCURRENT_READS);
     let deletion_timestamp = chrono::Utc::now().timestamp_millis();
     while let Some(read) = reads.next().await {
         let (file, batches) = read.map_err(|e| table.wrap_error(e))?;
         let file = reading[file];
-        let stored = concat_batches(&schema, &batches).map_err(|e| fail(table, e.to_string()))?;
+        let stored = concat_batches(&schema, &batches).map_err(|e| fail(table, &e))?;
         let stored_keys = converter
             .convert_columns(&key_index.iter().map(|i| stored.column(*i).clone()).collect::<Vec<_>>())
-            .map_err(|e| fail(table, e.to_string()))?;
+            .map_err(|e| fail(table, &e))?;
         let (mut updated_at, mut deleted_at) = (Vec::new(), Vec::new());
         for (row, key) in stored_keys.iter().enumerate() {
             let Some(&change) = by_key.get(key.data()) else { continue };
@@ -168,14 +169,13 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
         for r in updated_at.iter().chain(&deleted_at) {
             keep[*r as usize] = false;
         }
-        let wrap = |e: deltalake::arrow::error::ArrowError| fail(table, e.to_string());
-        let left = filter_record_batch(&stored, &BooleanArray::from(keep)).map_err(wrap)?;
+        let left = filter_record_batch(&stored, &BooleanArray::from(keep)).map_err(|e| fail(table, &e))?;
         out.rows_copied += left.num_rows();
         out.updated += updated_at.len();
         out.deleted += deleted_at.len();
         kept.push(left);
-        preimages.push(take_record_batch(&stored, &UInt32Array::from(updated_at)).map_err(wrap)?);
-        removed_rows.push(take_record_batch(&stored, &UInt32Array::from(deleted_at)).map_err(wrap)?);
+        preimages.push(take_record_batch(&stored, &UInt32Array::from(updated_at)).map_err(|e| fail(table, &e))?);
+        removed_rows.push(take_record_batch(&stored, &UInt32Array::from(deleted_at)).map_err(|e| fail(table, &e))?);
         let mut remove = file.remove.clone();
         remove.data_change = true;
         remove.deletion_timestamp = Some(deletion_timestamp);
@@ -186,18 +186,18 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     out.read_ms = started.elapsed().as_millis() as u64;
 
     // 3: the new rows (replacements and inserts) and what the rewritten files keep.
+    let inserted = |i: usize| !matched[i] && !changes.deletes[i];
     let postimage: Vec<u32> = (0..n as u32).filter(|i| replaced[*i as usize]).collect();
-    let inserts: Vec<u32> = (0..n as u32).filter(|i| !matched[*i as usize] && !changes.deletes[*i as usize]).collect();
+    let inserts: Vec<u32> = (0..n as u32).filter(|i| inserted(*i as usize)).collect();
     out.inserted = inserts.len();
-    let wrap = |table: &LakeTable, e: deltalake::arrow::error::ArrowError| fail(table, e.to_string());
-    let new_rows: Vec<u32> = (0..n as u32).filter(|i| replaced[*i as usize] || (!matched[*i as usize] && !changes.deletes[*i as usize])).collect();
-    let new_rows = take_record_batch(&rows, &UInt32Array::from(new_rows)).map_err(|e| wrap(table, e))?;
+    let new_rows: Vec<u32> = (0..n as u32).filter(|i| replaced[*i as usize] || inserted(*i as usize)).collect();
+    let new_rows = take_record_batch(&rows, &UInt32Array::from(new_rows)).map_err(|e| fail(table, &e))?;
     let data = if kept.is_empty() {
         new_rows // in key order already
     } else {
         kept.push(new_rows);
-        let all = concat_batches(&schema, &kept).map_err(|e| wrap(table, e))?;
-        sorted_by(&all, &key_index).map_err(|e| wrap(table, e))?
+        let all = concat_batches(&schema, &kept).map_err(|e| fail(table, &e))?;
+        sorted_by(&all, &key_index).map_err(|e| fail(table, &e))?
     };
     drop(kept);
     let write_started = Instant::now();
@@ -213,12 +213,12 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     if change_feed && (out.updated > 0 || out.deleted > 0) {
         let take_rows = |at: &[u32]| take_record_batch(&rows, &UInt32Array::from(at.to_vec()));
         let parts: Vec<(RecordBatch, &str)> = vec![
-            (concat_batches(&schema, &preimages).map_err(|e| wrap(table, e))?, "update_preimage"),
-            (take_rows(&postimage).map_err(|e| wrap(table, e))?, "update_postimage"),
-            (concat_batches(&schema, &removed_rows).map_err(|e| wrap(table, e))?, "delete"),
-            (take_rows(&inserts).map_err(|e| wrap(table, e))?, "insert"),
+            (concat_batches(&schema, &preimages).map_err(|e| fail(table, &e))?, "update_preimage"),
+            (take_rows(&postimage).map_err(|e| fail(table, &e))?, "update_postimage"),
+            (concat_batches(&schema, &removed_rows).map_err(|e| fail(table, &e))?, "delete"),
+            (take_rows(&inserts).map_err(|e| fail(table, &e))?, "insert"),
         ];
-        let cdc = change_rows(&schema, &parts).map_err(|e| wrap(table, e))?;
+        let cdc = change_rows(&schema, &parts).map_err(|e| fail(table, &e))?;
         for file in write_change_files(table, &cdc, &partition_columns).await? {
             actions.push(Action::Cdc(file));
         }
@@ -273,7 +273,7 @@ fn stored_files(table: &LakeTable, first_key: &str, schema: &Schema) -> Result<V
             let stats: serde_json::Value = serde_json::from_str(s).ok()?;
             Some((stats.get("minValues")?.get(first_key)?.clone(), stats.get("maxValues")?.get(first_key)?.clone()))
         });
-        let written = crate::tables::data_file::partition_path(&add);
+        let written = data_file::partition_path(&add);
         let partition = canonical.entry(written).or_insert_with(|| canonical_partition(&add, schema)).clone();
         files.push(StoredFile { remove: file.remove_action(true), add, partition, bounds });
     }
@@ -286,21 +286,12 @@ fn stored_files(table: &LakeTable, first_key: &str, schema: &Schema) -> Result<V
 /// (`007` for 7, another timestamp format), and a change must find the
 /// file all the same. A value that does not read as its type stays as written.
 fn canonical_partition(add: &Add, schema: &Schema) -> String {
-    let mut values: Vec<(&String, &Option<String>)> = add.partition_values.iter().collect();
-    values.sort();
     let canonical = |column: &str, text: &str| -> Option<String> {
         let data_type = schema.field_with_name(column).ok()?.data_type();
         let array = cast(&(Arc::new(StringArray::from(vec![text])) as ArrayRef), data_type).ok()?;
         partition_value(array.as_ref(), 0)
     };
-    values
-        .iter()
-        .map(|(k, v)| match v {
-            Some(text) => format!("{k}={}", canonical(k, text).unwrap_or_else(|| text.clone())),
-            None => format!("{k}=__HIVE_DEFAULT_PARTITION__"),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    data_file::partition_path_with(add, |column, text| canonical(column, text).unwrap_or_else(|| text.to_string()))
 }
 
 /// The files some change may find its stored row in (see the module docs).
@@ -381,20 +372,6 @@ fn compare(changes: &ArrayRef, change: usize, stored: &ArrayRef, row: usize) -> 
         (DataType::Utf8, DataType::Utf8) => Some(changes.as_string::<i32>().value(change).cmp(stored.as_string::<i32>().value(row))),
         _ => None,
     }
-}
-
-/// `batch` with the table's schema: columns by name, cast where the type
-/// differs, null where the batch lacks one (a column a migration added).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, String> {
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        columns.push(match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => c.clone(),
-            Some(c) => cast(c, field.data_type()).map_err(|e| format!("column `{}`: {e}", field.name()))?,
-            None => new_null_array(field.data_type(), batch.num_rows()),
-        });
-    }
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
 fn sorted_by(batch: &RecordBatch, key_index: &[usize]) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
