@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: produce the whole dataset to the local broker, then time
 # `lakestream run --until-caught-up` into a fresh lake on the local disk.
-# Prints produce events/s, writer events/s and MB/s, peak RSS, commits and files, and
+# Prints produce events/s, writer events/s and MB/s, peak RSS, CPU by thread and how
+# often a core was idle (threads.py), commits and files, and
 # the same topic read by a bare native consumer (examples/bare_consume.rs: librdkafka,
 # same settings, no decoding, no tables) with the ratio: how close the writer gets to
 # what the broker serves.
@@ -44,9 +45,11 @@ timer=$!
   done
 ) &
 sampler=$!
+python3 tests/bench/threads.py "$timer" > "$work/threads" 2>/dev/null &
+threads=$!
 wait "$timer"
 end=$(date +%s.%N)
-wait "$sampler" 2>/dev/null || true
+wait "$sampler" "$threads" 2>/dev/null || true
 cat "$work/run.txt"
 
 events=$(grep -o 'wrote [0-9]*' "$work/run.txt" | grep -o '[0-9]*')
@@ -73,6 +76,7 @@ echo "Kafka payload:      $(echo "scale=1; ${bytes:-0} / 1048576" | bc) MB, $(ec
 echo "peak RSS:           $((rss_kb / 1024)) MB"
 # user + system CPU over wall time: how many of the machine's cores the writer kept busy.
 echo "CPU:                ${cpu_user} s user + ${cpu_sys} s system in ${cpu_wall} s: $(echo "scale=2; ($cpu_user + $cpu_sys) / $cpu_wall" | bc) cores busy of $(nproc)"
+cat "$work/threads"
 for t in bronze/orders silver/order_lines silver/order_lines_tombstones quarantine/orders; do
   commits=$(find "$lake/$t/_delta_log" -name '*.json' | wc -l)
   files=$(find "$lake/$t" -name '*.parquet' -not -path '*/_delta_log/*' | wc -l)
