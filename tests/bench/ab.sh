@@ -18,6 +18,6 @@ for round in $(seq 1 "$ROUNDS"); do
     field() { echo "$out" | grep -E "$1" | sed -E "s/$2//"; }
     echo "$(date -u +%H:%M:%S) round $round $(basename "$bin") load $(cut -d' ' -f1 /proc/loadavg) |" \
       "$(field '^writer span' '.*: ') | peak $(field '^peak RSS' ' *peak RSS: *') |" \
-      "$(field '^CPU' 'CPU: *') | ratio to bare $(field '^writer / bare' '.*: *')"
+      "$(field '^CPU:' 'CPU: *') | ratio to bare $(field '^writer / bare' '.*: *')"
   done
 done
