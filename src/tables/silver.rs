@@ -320,12 +320,6 @@ pub async fn apply(table: &mut LakeTable, reader: &Reader, changes: Changes, txn
         return table.append(None, txns).await;
     }
     let started = std::time::Instant::now();
-    // How many partitions the batch's changes search (-1: some change's is
-    // unknown, every file is searched): how broad a batch is.
-    let searched = match changes.search.iter().map(Option::as_ref).collect::<Option<std::collections::BTreeSet<&String>>>() {
-        Some(set) => set.len() as i64,
-        None => -1,
-    };
     let done = upsert::apply(table, reader.definition, &changes, txns).await?;
     // What the upsert read and rewrote: the figures that show whether a
     // batch's cost follows the batch or the table (tests/bench/flat.sh reads
@@ -336,7 +330,7 @@ pub async fn apply(table: &mut LakeTable, reader: &Reader, changes: Changes, txn
                 $level,
                 table = table.name(),
                 version = done.version,
-                partitions = searched,
+                partitions = done.partitions,
                 files_scanned = done.files_read,
                 files_left = done.files_left,
                 files_added = done.files_added,

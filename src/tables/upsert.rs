@@ -73,6 +73,9 @@ pub struct Changes {
 #[derive(Debug, Default)]
 pub struct Upserted {
     pub version: i64,
+    /// Partitions the changes search (-1: some change's is unknown, every
+    /// file is searched): how broad the batch is.
+    pub partitions: i64,
     pub files_read: usize,
     pub files_left: usize,
     pub files_rewritten: usize,
@@ -123,8 +126,8 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     }
 
     // 1-2: read the files that may hold a key, and match their rows.
-    let reading = candidates(&files, changes, rows.column(key_index[0]));
-    let mut out = Upserted { files_read: reading.len(), ..Default::default() };
+    let (reading, partitions) = candidates(&files, changes, rows.column(key_index[0]));
+    let mut out = Upserted { files_read: reading.len(), partitions, ..Default::default() };
     let (mut matched, mut replaced) = (vec![false; n], vec![false; n]);
     let (mut kept, mut preimages, mut removed_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut removes: Vec<Remove> = Vec::new();
@@ -294,8 +297,9 @@ fn canonical_partition(add: &Add, schema: &Schema) -> String {
     data_file::partition_path_with(add, |column, text| canonical(column, text).unwrap_or_else(|| text.to_string()))
 }
 
-/// The files some change may find its stored row in (see the module docs).
-fn candidates<'f>(files: &'f [StoredFile], changes: &Changes, first_key: &ArrayRef) -> Vec<&'f StoredFile> {
+/// The files some change may find its stored row in (see the module docs),
+/// and how many partitions the changes search (-1: some change's is unknown).
+fn candidates<'f>(files: &'f [StoredFile], changes: &Changes, first_key: &ArrayRef) -> (Vec<&'f StoredFile>, i64) {
     // Per partition, the changes searching it, in key order (the batch is sorted by key).
     let mut by_partition: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut everywhere: Vec<usize> = Vec::new();
@@ -306,13 +310,14 @@ fn candidates<'f>(files: &'f [StoredFile], changes: &Changes, first_key: &ArrayR
         }
     }
     let key = FirstKey::of(first_key);
-    files
+    let reading = files
         .iter()
         .filter(|f| {
             let here = by_partition.get(f.partition.as_str()).map(Vec::as_slice).unwrap_or_default();
             key.any_within(here, &f.bounds) || key.any_within(&everywhere, &f.bounds)
         })
-        .collect()
+        .collect();
+    (reading, if everywhere.is_empty() { by_partition.len() as i64 } else { -1 })
 }
 
 /// The first key column, as the file statistics can bound it.
@@ -474,7 +479,7 @@ mod tests {
     fn files_are_read_only_where_a_key_may_be() {
         let stored = files(&[("m=1", 0, 99), ("m=1", 100, 199), ("m=2", 0, 99), ("m=2", 150, 300)]);
         let picked = |c: &(Changes, ArrayRef)| -> Vec<usize> {
-            candidates(&stored, &c.0, &c.1).iter().map(|f| stored.iter().position(|s| std::ptr::eq(s, *f)).unwrap()).collect()
+            candidates(&stored, &c.0, &c.1).0.iter().map(|f| stored.iter().position(|s| std::ptr::eq(s, *f)).unwrap()).collect()
         };
         assert_eq!(picked(&changes(&[5, 120], &[Some("m=1"), Some("m=1")])), vec![0, 1]);
         assert_eq!(picked(&changes(&[120], &[Some("m=1")])), vec![1]);
