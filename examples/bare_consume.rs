@@ -23,7 +23,8 @@ fn main() {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
-        .set("queued.max.messages.kbytes", "131072")
+        .set("queued.max.messages.kbytes", "32768")
+        .set("fetch.queue.backoff.ms", "100")
         .create()
         .expect("a consumer");
     let timeout = Duration::from_secs(15);

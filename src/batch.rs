@@ -104,11 +104,15 @@ impl Batch {
     }
 
     /// Closes the batch: its records in arrival order and the offset range per partition.
+    /// The next batch starts with room for as many records as this one had:
+    /// while catching up every batch is full, and a vector grown by doubling
+    /// would copy its records several times over.
     pub fn take(&mut self) -> (Vec<KafkaRecord>, BTreeMap<TopicPartition, OffsetRange>) {
         self.bytes = 0;
         self.opened_at = None;
         self.newest_ms = None;
-        (std::mem::take(&mut self.records), std::mem::take(&mut self.ranges))
+        let room = self.records.len().min(self.limits.max_records);
+        (std::mem::replace(&mut self.records, Vec::with_capacity(room)), std::mem::take(&mut self.ranges))
     }
 }
 

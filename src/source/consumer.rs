@@ -209,11 +209,20 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
+        // librdkafka prefetches into its queue until it holds
+        // queued.min.messages (100,000: one full batch) or
+        // queued.max.messages.kbytes, then postpones the next fetch by
+        // fetch.queue.backoff.ms. At its default of a second, a writer that
+        // takes a whole batch at once found the queue empty for most of that
+        // second (0.6-0.7 s of a batch's receive time on the full-dataset
+        // benchmark); at 100 ms the queue refills while the batch decodes, and
+        // a 32 MB queue is as fast as a 128 MB one (BENCHMARKS.md, session 26).
         for (key, default) in [
             ("session.timeout.ms", "30000"),
             ("max.poll.interval.ms", "300000"),
             ("fetch.max.bytes", "52428800"),
-            ("queued.max.messages.kbytes", "131072"),
+            ("queued.max.messages.kbytes", "32768"),
+            ("fetch.queue.backoff.ms", "100"),
             ("partition.assignment.strategy", "range,roundrobin"),
         ] {
             if !k.properties.contains_key(key) {

@@ -35,18 +35,25 @@ pub fn spec() -> TableSpec {
 }
 
 /// Builds bronze rows for `records`, all stamped with `ingested_at`.
-pub fn rows<'a>(records: impl ExactSizeIterator<Item = &'a KafkaRecord>, ingested_at: DateTime<Utc>) -> RecordBatch {
+pub fn rows(records: &[&KafkaRecord], ingested_at: DateTime<Utc>) -> RecordBatch {
     try_rows(records, ingested_at).expect("bronze columns match tables/bronze_orders.toml (checked at start)")
 }
 
 /// The same, or why the columns do not fit the definition.
-pub fn try_rows<'a>(records: impl ExactSizeIterator<Item = &'a KafkaRecord>, ingested_at: DateTime<Utc>) -> Result<RecordBatch, String> {
+///
+/// The text columns are sized to the batch before the first row: a builder
+/// that grows by doubling copies a batch's values over and over, each time
+/// into memory the process has not touched yet.
+pub fn try_rows(records: &[&KafkaRecord], ingested_at: DateTime<Utc>) -> Result<RecordBatch, String> {
     let n = records.len();
-    let mut topic = StringBuilder::with_capacity(n, n * 8);
+    let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    let (topic_bytes, key_bytes_total, value_bytes_total) =
+        records.iter().fold((0, 0, 0), |(t, k, v), r| (t + r.topic.len(), k + len(&r.key), v + len(&r.value)));
+    let mut topic = StringBuilder::with_capacity(n, topic_bytes);
     let mut partition = Int32Builder::with_capacity(n);
     let mut offset = Int64Builder::with_capacity(n);
-    let mut key = StringBuilder::with_capacity(n, n * 8);
-    let mut value = StringBuilder::with_capacity(n, n * 300);
+    let mut key = StringBuilder::with_capacity(n, key_bytes_total);
+    let mut value = StringBuilder::with_capacity(n, value_bytes_total);
     let mut headers = MapBuilder::new(Some(map_field_names()), StringBuilder::new(), StringBuilder::new());
     let mut kafka_ts = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut ingested = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
@@ -133,7 +140,7 @@ mod tests {
             timestamp_ms: Some(1_000),
         };
         let tomb = KafkaRecord { value: None, headers: vec![], ..r.clone() };
-        let batch = rows([r, tomb].iter(), Utc::now());
+        let batch = rows(&[&r, &tomb], Utc::now());
         assert_eq!(batch.num_rows(), 2);
         let bytes = batch.column_by_name("value_bytes").unwrap();
         assert!(!bytes.is_null(0) && bytes.is_null(1));

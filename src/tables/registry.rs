@@ -120,8 +120,8 @@ pub fn describe() -> Vec<serde_json::Value> {
 pub fn check_all() -> Result<(), String> {
     definition::all().map_err(|e| format!("invalid table definition: {e}"))?;
     let now = chrono::Utc::now();
-    let empty: Vec<crate::source::record::KafkaRecord> = Vec::new();
-    crate::tables::bronze::try_rows(empty.iter(), now)?;
+    let empty: Vec<&crate::source::record::KafkaRecord> = Vec::new();
+    crate::tables::bronze::try_rows(&empty, now)?;
     crate::tables::quarantine::try_rows(std::iter::empty(), now)?;
     for d in change_tables() {
         let reader = crate::change::decode::Reader::new(d).expect("a change table");

@@ -158,8 +158,11 @@ pub fn newest_per_key<'a>(
     tombstone_seq: impl Fn(&Key) -> Option<Seq>,
 ) -> Vec<Chosen<'a>> {
     // foldhash: one lookup per change of the batch (~10^5), where SipHash
-    // made this function cost as much as half of delta-rs' MERGE.
-    let mut newest: HashMap<&Key, Chosen<'a>, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(1024, Default::default());
+    // made this function cost as much as half of delta-rs' MERGE. Sized for
+    // the batch up front: most keys of a batch are new, and a map grown from
+    // small rehashes every key it holds at each doubling.
+    let room = events.size_hint().1.unwrap_or(1024);
+    let mut newest: HashMap<&Key, Chosen<'a>, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(room, Default::default());
     for (record, event) in events {
         let seq = if event.kafka_tombstone {
             match resolved.get(&(record.partition, record.offset)) {
