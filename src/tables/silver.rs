@@ -284,12 +284,13 @@ pub fn source_rows(reader: &Reader, rows: &TableRows, chosen: &[Chosen<'_>], now
     let sorted = sorted_partitions(d);
     let own: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| table_rows.column_by_name(p)).collect();
     let before: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| rows.before.column_by_name(p)).collect();
+    let (mut own_paths, mut before_paths) = (PartitionPaths::new(&sorted, own), PartitionPaths::new(&sorted, before));
     let search: Vec<Option<String>> = chosen
         .iter()
         .enumerate()
         .map(|(i, c)| match c.event.before_row {
-            Some(b) if before.iter().all(Option::is_some) => row_partition(&sorted, &before, b),
-            _ if c.event.full_image => row_partition(&sorted, &own, i),
+            Some(b) if before_paths.complete() => before_paths.of(b),
+            _ if c.event.full_image => own_paths.of(i),
             _ => None,
         })
         .collect();
@@ -365,6 +366,53 @@ fn sorted_partitions(d: &crate::tables::definition::TableDefinition) -> Vec<&Str
     sorted
 }
 
+/// The partition paths of rows of some partition columns (see
+/// [`row_partition`]), each distinct partition written once: a batch's ~10^5
+/// changes fall in a few dozen partitions, and writing a value as the log
+/// writes it goes through a kernel scalar. Partition values that are whole
+/// numbers underneath (dates, integers) are remembered by that number.
+struct PartitionPaths<'a> {
+    sorted: &'a [&'a String],
+    columns: Vec<Option<&'a ArrayRef>>,
+    known: HashMap<Vec<i64>, Option<String>, foldhash::fast::RandomState>,
+}
+
+impl<'a> PartitionPaths<'a> {
+    fn new(sorted: &'a [&'a String], columns: Vec<Option<&'a ArrayRef>>) -> PartitionPaths<'a> {
+        PartitionPaths { sorted, columns, known: HashMap::default() }
+    }
+
+    /// Every partition column is there.
+    fn complete(&self) -> bool {
+        self.columns.iter().all(Option::is_some)
+    }
+
+    fn of(&mut self, row: usize) -> Option<String> {
+        let numbers: Option<Vec<i64>> = self.columns.iter().map(|c| c.and_then(|c| whole_number(c.as_ref(), row))).collect();
+        match numbers {
+            Some(key) => self.known.entry(key).or_insert_with(|| row_partition(self.sorted, &self.columns, row)).clone(),
+            None => row_partition(self.sorted, &self.columns, row),
+        }
+    }
+}
+
+/// The number a non-null date or integer value is stored as.
+fn whole_number(array: &dyn Array, row: usize) -> Option<i64> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{Date32Type, Int16Type, Int32Type, Int64Type, Int8Type};
+    if array.is_null(row) {
+        return None;
+    }
+    match array.data_type() {
+        DataType::Date32 => Some(array.as_primitive::<Date32Type>().value(row).into()),
+        DataType::Int8 => Some(array.as_primitive::<Int8Type>().value(row).into()),
+        DataType::Int16 => Some(array.as_primitive::<Int16Type>().value(row).into()),
+        DataType::Int32 => Some(array.as_primitive::<Int32Type>().value(row).into()),
+        DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(row)),
+        _ => None,
+    }
+}
+
 /// The `col=value/…` path of `row` in `columns` (one per column of
 /// `sorted`), as the log names a file's partition; None when a column is
 /// missing or a value is null.
@@ -375,4 +423,30 @@ fn row_partition(sorted: &[&String], columns: &[Option<&ArrayRef>], row: usize) 
         parts.push(format!("{p}={value}"));
     }
     Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Date32Array, StringArray};
+
+    #[test]
+    fn remembered_partition_paths_are_the_paths_written_row_by_row() {
+        let (month, region) = ("order_month".to_string(), "region".to_string());
+        let sorted = vec![&month, &region];
+        let months: ArrayRef = Arc::new(Date32Array::from(vec![Some(18_262), Some(18_293), None, Some(18_262), Some(-1)]));
+        let regions: ArrayRef = Arc::new(StringArray::from(vec![Some("eu"), Some("us"), Some("eu"), Some("us"), None]));
+        let columns = vec![Some(&months), Some(&regions)];
+        let mut paths = PartitionPaths::new(&sorted, columns.clone());
+        for row in 0..5 {
+            assert_eq!(paths.of(row), row_partition(&sorted, &columns, row), "row {row}");
+        }
+        let only_months = vec![Some(&months)];
+        let mut paths = PartitionPaths::new(&sorted[..1], only_months.clone());
+        for row in [0, 1, 2, 3, 0, 4] {
+            assert_eq!(paths.of(row), row_partition(&sorted[..1], &only_months, row), "row {row}");
+        }
+        assert_eq!(paths.of(0).as_deref(), Some("order_month=2020-01-01"));
+        assert!(!PartitionPaths::new(&sorted, vec![Some(&months), None]).complete());
+    }
 }
