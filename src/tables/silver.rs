@@ -432,7 +432,7 @@ mod tests {
 
     #[test]
     fn remembered_partition_paths_are_the_paths_written_row_by_row() {
-        let (month, region) = ("order_month".to_string(), "region".to_string());
+        let (month, region) = ("month".to_string(), "region".to_string());
         let sorted = vec![&month, &region];
         let months: ArrayRef = Arc::new(Date32Array::from(vec![Some(18_262), Some(18_293), None, Some(18_262), Some(-1)]));
         let regions: ArrayRef = Arc::new(StringArray::from(vec![Some("eu"), Some("us"), Some("eu"), Some("us"), None]));
@@ -446,7 +446,7 @@ mod tests {
         for row in [0, 1, 2, 3, 0, 4] {
             assert_eq!(paths.of(row), row_partition(&sorted[..1], &only_months, row), "row {row}");
         }
-        assert_eq!(paths.of(0).as_deref(), Some("order_month=2020-01-01"));
+        assert_eq!(paths.of(0).as_deref(), Some("month=2020-01-01"));
         assert!(!PartitionPaths::new(&sorted, vec![Some(&months), None]).complete());
     }
 }
