@@ -130,18 +130,18 @@ impl OrderLine {
 }
 
 fn deserialize_price<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Price, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
+    let value = crate::change::Json::deserialize(d)?;
     price_from_json(&value).map_err(serde::de::Error::custom)
 }
 
 /// Reads a price from a JSON number or a numeric string. A JSON number has
 /// already been parsed as f64 by serde_json; its shortest round-trip text is
 /// the text that was written for any amount decimal(10,2) can hold.
-pub fn price_from_json(value: &serde_json::Value) -> Result<Price, String> {
+pub fn price_from_json(value: &crate::change::Json) -> Result<Price, String> {
     match value {
-        serde_json::Value::Number(n) => Price::parse(&n.to_string()),
-        serde_json::Value::String(s) => Price::parse(s),
-        other => Err(format!("expected a decimal number, found {}", crate::change::json_type(other))),
+        crate::change::Json::Number(n) => Price::parse(&n.to_string()),
+        crate::change::Json::String(s) => Price::parse(s),
+        other => Err(format!("expected a decimal number, found {}", other.type_name())),
     }
 }
 
@@ -170,7 +170,7 @@ mod tests {
             let p = Price(cents);
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(Price::parse(&json), Ok(p), "{json}");
-            let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let back = crate::change::Json::parse(&json).unwrap();
             assert_eq!(price_from_json(&back), Ok(p));
         }
         assert_eq!(Price(-5).to_string(), "-0.05");

@@ -9,13 +9,13 @@
 //! [`DecodeError`] naming the field, which sends the record to quarantine.
 
 use super::envelope::{self, Hints};
+use super::json::{Json, Object};
 use super::sequence::{self, Seq};
 use super::spec::{ChangeSpec, ColumnSource, FieldSource, Format, OnNewColumn};
 use super::value::{self, Scalar};
-use super::{err, json_type, truncate, DecodeError, ErrorKind, Key, Op};
+use super::{err, truncate, DecodeError, ErrorKind, Key, Op};
 use crate::tables::definition::{ColumnDefinition, TableDefinition};
 use deltalake::arrow::datatypes::DataType;
-use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
 /// A record decoded for one table, before its derived columns are evaluated.
@@ -62,8 +62,8 @@ pub struct Reader {
 /// string key holds (Kafka Connect's JSON converter writes `"A-1"`).
 fn key_text(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::String(s)) => Some(s),
+    match Json::parse(text) {
+        Ok(Json::String(s)) => Some(s.into_owned()),
         _ => Some(text.to_string()),
     }
 }
@@ -125,9 +125,9 @@ impl Reader {
             ));
         }
         let text = std::str::from_utf8(value).map_err(|e| err(ErrorKind::NotUtf8, format!("value is not UTF-8: {e}")))?;
-        let json: Value = serde_json::from_str(text).map_err(|e| err(ErrorKind::NotJson, format!("value is not JSON: {e}")))?;
-        let Value::Object(obj) = json else {
-            return Err(err(ErrorKind::NotAnObject, format!("value is {}, expected a JSON object", json_type(&json))));
+        let json = Json::parse(text).map_err(|e| err(ErrorKind::NotJson, format!("value is not JSON: {e}")))?;
+        let Json::Object(obj) = json else {
+            return Err(err(ErrorKind::NotAnObject, format!("value is {}, expected a JSON object", json.type_name())));
         };
         let Some(unwrapped) = envelope::unwrap(obj)? else {
             return self.tombstone(key, offset);
@@ -141,38 +141,38 @@ impl Reader {
         Ok(change)
     }
 
-    fn envelope(&self, obj: &Map<String, Value>, schema: Option<&Value>) -> Result<Change, DecodeError> {
+    fn envelope(&self, obj: &Object, schema: Option<&Json>) -> Result<Change, DecodeError> {
         let op = match obj.get("op") {
-            Some(Value::String(s)) => match s.as_str() {
+            Some(Json::String(s)) => match s.as_ref() {
                 "c" => Op::Create,
                 "u" => Op::Update,
                 "d" => Op::Delete,
                 "r" => Op::Read,
                 other => return Err(err(ErrorKind::UnknownOp, format!("op: `{}` is not one of c, u, d, r", truncate(other, 20)))),
             },
-            Some(other) => return Err(err(ErrorKind::WrongType, format!("op: expected a string, found {}", json_type(other)))),
+            Some(other) => return Err(err(ErrorKind::WrongType, format!("op: expected a string, found {}", other.type_name()))),
             None => return Err(err(ErrorKind::MissingField, "op: missing")),
         };
         match obj.get("source") {
-            None | Some(Value::Null) => {
+            None | Some(Json::Null) => {
                 let wanted: Vec<String> = self.spec.sequence_by.iter().map(|a| a.describe()).collect();
                 return Err(err(ErrorKind::MissingField, format!("source: missing (it carries the sequence: {})", wanted.join(" | "))));
             }
-            Some(Value::Object(_)) => {}
-            Some(other) => return Err(err(ErrorKind::WrongType, format!("source: expected an object, found {}", json_type(other)))),
+            Some(Json::Object(_)) => {}
+            Some(other) => return Err(err(ErrorKind::WrongType, format!("source: expected an object, found {}", other.type_name()))),
         }
         let seq = sequence::read(obj, &self.spec.sequence_by, None, self.bigint_sequence, "")?;
         let source_ts_ms = match obj.get("ts_ms") {
-            None | Some(Value::Null) => obj.get("source").and_then(|s| s.get("ts_ms")).and_then(Value::as_i64),
+            None | Some(Json::Null) => obj.get("source").and_then(|s| s.get("ts_ms")).and_then(Json::as_i64),
             Some(v) => Some(v.as_i64().ok_or_else(|| {
-                err(ErrorKind::WrongType, format!("ts_ms: expected whole milliseconds, found {}", json_type(v)))
+                err(ErrorKind::WrongType, format!("ts_ms: expected whole milliseconds, found {}", v.type_name()))
             })?),
         };
-        let image = |name: &str| -> Result<Option<&Map<String, Value>>, DecodeError> {
+        let image = |name: &str| -> Result<Option<&Object>, DecodeError> {
             match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Object(m)) => Ok(Some(m)),
-                Some(other) => Err(err(ErrorKind::WrongType, format!("{name}: expected an object, found {}", json_type(other)))),
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::Object(m)) => Ok(Some(m)),
+                Some(other) => Err(err(ErrorKind::WrongType, format!("{name}: expected an object, found {}", other.type_name()))),
             }
         };
         if op == Op::Delete {
@@ -213,7 +213,7 @@ impl Reader {
         Ok(Change { op, seq, source_ts_ms, key, image: values, full_image: true, before, kafka_tombstone: false, ignored_fields, new_fields, flags })
     }
 
-    fn plain_row(&self, obj: &Map<String, Value>, schema: Option<&Value>, offset: i64) -> Result<Change, DecodeError> {
+    fn plain_row(&self, obj: &Object, schema: Option<&Json>, offset: i64) -> Result<Change, DecodeError> {
         let hints = envelope::hints(schema, None);
         let values = self.read_image(obj, &hints, "value")?;
         let key = self.key.iter().map(|i| values[*i].clone()).collect();
@@ -244,7 +244,7 @@ impl Reader {
                 (Some(t), [only]) if t == *only => {
                     let text = key_text(raw).ok_or_else(|| tombstone_err("the key is not UTF-8".into()))?;
                     let (column, source) = self.fields[t];
-                    let v = value::read(Some(&Value::String(text.to_string())), &column.data_type, source, None, &"key")
+                    let v = value::read(Some(&Json::String(text.into())), &column.data_type, source, None, &"key")
                         .map_err(|e| tombstone_err(e.message))?;
                     vec![v]
                 }
@@ -279,7 +279,7 @@ impl Reader {
     }
 
     /// The key columns of an image (every one required).
-    fn key_of(&self, obj: &Map<String, Value>, hints: &Hints, at: &str) -> Result<Key, DecodeError> {
+    fn key_of(&self, obj: &Object, hints: &Hints, at: &str) -> Result<Key, DecodeError> {
         self.key
             .iter()
             .map(|i| {
@@ -293,7 +293,7 @@ impl Reader {
             .collect()
     }
 
-    fn read_image(&self, obj: &Map<String, Value>, hints: &Hints, at: &str) -> Result<Vec<Scalar>, DecodeError> {
+    fn read_image(&self, obj: &Object, hints: &Hints, at: &str) -> Result<Vec<Scalar>, DecodeError> {
         let mut values: Vec<Scalar> = Vec::with_capacity(self.fields.len());
         for (i, (column, source)) in self.fields.iter().enumerate() {
             let v = self.read_field(obj, column, source, hints, at)?;
@@ -305,18 +305,18 @@ impl Reader {
         Ok(values)
     }
 
-    fn read_field(&self, obj: &Map<String, Value>, column: &ColumnDefinition, source: &FieldSource, hints: &Hints, at: &str) -> Result<Scalar, DecodeError> {
+    fn read_field(&self, obj: &Object, column: &ColumnDefinition, source: &FieldSource, hints: &Hints, at: &str) -> Result<Scalar, DecodeError> {
         let mut current = obj;
         let mut found = None;
         for (i, step) in source.path.iter().enumerate() {
             match current.get(step) {
                 Some(v) if i + 1 == source.path.len() => found = Some(v),
-                Some(Value::Object(inner)) => current = inner,
-                None | Some(Value::Null) => break,
+                Some(Json::Object(inner)) => current = inner,
+                None | Some(Json::Null) => break,
                 Some(other) => {
                     return Err(err(
                         ErrorKind::WrongType,
-                        format!("{at}.{}: expected an object, found {}", source.path[..=i].join("."), json_type(other)),
+                        format!("{at}.{}: expected an object, found {}", source.path[..=i].join("."), other.type_name()),
                     ))
                 }
             }
@@ -328,13 +328,14 @@ impl Reader {
     /// Fields of a row image the table has no column for: ignored, or new
     /// (with the type their value calls for), or an error.
     #[allow(clippy::type_complexity)]
-    fn unknown_fields(&self, obj: &Map<String, Value>, hints: &Hints, at: &str) -> Result<(Vec<String>, Vec<(String, DataType)>), DecodeError> {
-        let unknown: Vec<&String> = obj.keys().filter(|k| !self.known.contains(*k)).collect();
+    fn unknown_fields(&self, obj: &Object, hints: &Hints, at: &str) -> Result<(Vec<String>, Vec<(String, DataType)>), DecodeError> {
+        let mut unknown: Vec<&str> = obj.keys().filter(|k| !self.known.contains(*k)).collect();
         if unknown.is_empty() {
             return Ok((vec![], vec![]));
         }
+        unknown.sort_unstable();
         match self.spec.on_new_column {
-            OnNewColumn::Ignore => return Ok((unknown.into_iter().cloned().collect(), vec![])),
+            OnNewColumn::Ignore => return Ok((unknown.into_iter().map(str::to_string).collect(), vec![])),
             OnNewColumn::Evolve => {
                 // Only a plain name that no column has in another case can become a column
                 // (Delta names are case-insensitive and, without column mapping, plain).
@@ -349,7 +350,10 @@ impl Reader {
                         ),
                     ));
                 }
-                let new = unknown.iter().filter_map(|k| value::infer(&obj[*k], hints.get(*k)).map(|t| ((*k).clone(), t))).collect();
+                let new = unknown
+                    .iter()
+                    .filter_map(|k| value::infer(obj.get(k)?, hints.get(*k)).map(|t| (k.to_string(), t)))
+                    .collect();
                 return Ok((vec![], new));
             }
             OnNewColumn::Quarantine => {}
@@ -364,12 +368,12 @@ impl Reader {
         ))
     }
 
-    fn flags(&self, obj: &Map<String, Value>) -> Vec<Option<String>> {
+    fn flags(&self, obj: &Object) -> Vec<Option<String>> {
         self.flag_fields
             .iter()
             .map(|f| match obj.get(f) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
+                None | Some(Json::Null) => None,
+                Some(Json::String(s)) => Some(s.to_string()),
                 Some(other) => Some(other.to_string()),
             })
             .collect()

@@ -9,47 +9,47 @@
 //! - a null value: a Kafka tombstone, which deletes the key of its Kafka key.
 
 use super::value::FieldHint;
-use super::{err, json_type, DecodeError, ErrorKind};
-use serde_json::{Map, Value};
+use super::json::{Json, Object};
+use super::{err, DecodeError, ErrorKind};
 use std::collections::HashMap;
 
 /// The semantic types of a struct's fields, by field name.
 pub type Hints = HashMap<String, FieldHint>;
 
 /// A record value or key, unwrapped.
-pub struct Unwrapped {
-    pub object: Map<String, Value>,
+pub struct Unwrapped<'a> {
+    pub object: Object<'a>,
     /// The Connect schema of the object, when it came wrapped.
-    pub schema: Option<Value>,
+    pub schema: Option<Json<'a>>,
 }
 
 /// Unwraps `{"schema":…,"payload":…}`. `Ok(None)`: a null payload.
-pub fn unwrap(mut obj: Map<String, Value>) -> Result<Option<Unwrapped>, DecodeError> {
+pub fn unwrap(mut obj: Object<'_>) -> Result<Option<Unwrapped<'_>>, DecodeError> {
     if !(obj.contains_key("payload") && obj.contains_key("schema")) {
         return Ok(Some(Unwrapped { object: obj, schema: None }));
     }
     let schema = obj.remove("schema");
     match obj.remove("payload") {
-        Some(Value::Object(inner)) => Ok(Some(Unwrapped { object: inner, schema })),
-        Some(Value::Null) | None => Ok(None),
-        Some(other) => Err(err(ErrorKind::WrongType, format!("payload: expected an object, found {}", json_type(&other)))),
+        Some(Json::Object(inner)) => Ok(Some(Unwrapped { object: inner, schema })),
+        Some(Json::Null) | None => Ok(None),
+        Some(other) => Err(err(ErrorKind::WrongType, format!("payload: expected an object, found {}", other.type_name()))),
     }
 }
 
 /// The hints of a struct schema's fields; for an envelope, of its `field`
 /// (`after`, `before`) when given.
-pub fn hints(schema: Option<&Value>, field: Option<&str>) -> Hints {
+pub fn hints(schema: Option<&Json>, field: Option<&str>) -> Hints {
     let mut out = Hints::new();
     let Some(mut schema) = schema else { return out };
     if let Some(name) = field {
-        match fields(schema).and_then(|f| f.iter().find(|f| f.get("field").and_then(Value::as_str) == Some(name))) {
+        match fields(schema).and_then(|f| f.iter().find(|f| f.get("field").and_then(Json::as_str) == Some(name))) {
             Some(s) => schema = s,
             None => return out,
         }
     }
     for f in fields(schema).into_iter().flatten() {
-        let Some(field) = f.get("field").and_then(Value::as_str) else { continue };
-        let name = f.get("name").and_then(Value::as_str).map(str::to_string);
+        let Some(field) = f.get("field").and_then(Json::as_str) else { continue };
+        let name = f.get("name").and_then(Json::as_str).map(str::to_string);
         let scale = f
             .get("parameters")
             .and_then(|p| p.get("scale"))
@@ -59,14 +59,14 @@ pub fn hints(schema: Option<&Value>, field: Option<&str>) -> Hints {
     out
 }
 
-fn fields(schema: &Value) -> Option<&Vec<Value>> {
-    schema.get("fields").and_then(Value::as_array)
+fn fields<'s, 'a>(schema: &'s Json<'a>) -> Option<&'s [Json<'a>]> {
+    schema.get("fields").and_then(Json::as_array)
 }
 
 /// A Kafka key as an object of fields (Debezium: a struct of the key
 /// columns, with or without the wrapper), or None when it is not one.
-pub fn key_object(key: &[u8]) -> Option<(Map<String, Value>, Hints)> {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(key) else { return None };
+pub fn key_object(key: &[u8]) -> Option<(Object<'_>, Hints)> {
+    let Ok(Json::Object(obj)) = Json::parse(std::str::from_utf8(key).ok()?) else { return None };
     let unwrapped = unwrap(obj).ok()??;
     let hints = hints(unwrapped.schema.as_ref(), None);
     Some((unwrapped.object, hints))

@@ -1,6 +1,7 @@
 //! Change events: what a change topic says about one row of a source table,
 //! decoded by that table's definition (`[change]` in `tables/<name>.toml`).
 //!
+//! - [`json`]: a record's JSON as a tree borrowed from the record;
 //! - [`spec`]: the `[change]` section and the column sources of a definition
 //!   (how a table reads its topic), checked at start;
 //! - [`value`]: a JSON value to the column's Delta type, Debezium's encodings
@@ -16,10 +17,12 @@
 pub mod decode;
 pub mod derive;
 pub mod envelope;
+pub mod json;
 pub mod sequence;
 pub mod spec;
 pub mod value;
 
+pub use json::Json;
 pub use sequence::Seq;
 pub use value::Scalar;
 
@@ -140,18 +143,6 @@ impl std::fmt::Display for ErrorKind {
 
 pub(crate) fn err(kind: ErrorKind, message: impl Into<String>) -> DecodeError {
     DecodeError { kind, message: message.into() }
-}
-
-/// The JSON type name used in error messages.
-pub fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {

@@ -22,8 +22,8 @@
 //! records stay in one partition, in order).
 
 use super::spec::Alternative;
-use super::{err, json_type, truncate, DecodeError, ErrorKind};
-use serde_json::{Map, Value};
+use super::json::{Json, Object};
+use super::{err, truncate, DecodeError, ErrorKind};
 
 /// A sequence value, comparable within one table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -52,7 +52,7 @@ enum Part {
 /// The sequence of an event (an object holding the fields) by the first
 /// alternative it carries; `fallback` (the Kafka offset) when it carries none,
 /// or an error naming what was looked for.
-pub fn read(obj: &Map<String, Value>, alternatives: &[Alternative], fallback: Option<i64>, bigint: bool, at: &str) -> Result<Seq, DecodeError> {
+pub fn read(obj: &Object, alternatives: &[Alternative], fallback: Option<i64>, bigint: bool, at: &str) -> Result<Seq, DecodeError> {
     for alt in alternatives {
         if lookup(obj, &alt.fields[0], at)?.is_none() {
             continue;
@@ -101,17 +101,17 @@ fn name(at: &str, path: &[String]) -> String {
 }
 
 /// The value at `path` (None: absent or null); an error when a step is not an object.
-fn lookup<'a>(obj: &'a Map<String, Value>, path: &[String], at: &str) -> Result<Option<&'a Value>, DecodeError> {
+fn lookup<'o, 'a>(obj: &'o Object<'a>, path: &[String], at: &str) -> Result<Option<&'o Json<'a>>, DecodeError> {
     let mut current = obj;
     for (i, step) in path.iter().enumerate() {
         match current.get(step) {
-            None | Some(Value::Null) => return Ok(None),
+            None | Some(Json::Null) => return Ok(None),
             Some(v) if i + 1 == path.len() => return Ok(Some(v)),
-            Some(Value::Object(inner)) => current = inner,
+            Some(Json::Object(inner)) => current = inner,
             Some(other) => {
                 return Err(err(
                     ErrorKind::WrongType,
-                    format!("{}: expected an object, found {}", name(at, &path[..=i]), json_type(other)),
+                    format!("{}: expected an object, found {}", name(at, &path[..=i]), other.type_name()),
                 ))
             }
         }
@@ -119,18 +119,18 @@ fn lookup<'a>(obj: &'a Map<String, Value>, path: &[String], at: &str) -> Result<
     Ok(None)
 }
 
-fn part(value: Option<&Value>, path: impl Fn() -> String) -> Result<Part, DecodeError> {
+fn part(value: Option<&Json>, path: impl Fn() -> String) -> Result<Part, DecodeError> {
     Ok(match value {
         None => Part::Null,
-        Some(Value::Number(n)) => {
+        Some(Json::Number(n)) => {
             Part::Int(n.as_i64().ok_or_else(|| err(ErrorKind::InvalidValue, format!("{}: {n} is not a whole 64-bit number", path())))?)
         }
-        Some(Value::String(s)) => match s.parse::<i64>() {
+        Some(Json::String(s)) => match s.parse::<i64>() {
             Ok(i) if s.bytes().all(|b| b.is_ascii_digit()) => Part::Int(i),
-            _ => Part::Text(s.clone()),
+            _ => Part::Text(s.to_string()),
         },
         Some(other) => {
-            return Err(err(ErrorKind::WrongType, format!("{}: expected a whole number or a string, found {}", path(), json_type(other))))
+            return Err(err(ErrorKind::WrongType, format!("{}: expected a whole number or a string, found {}", path(), other.type_name())))
         }
     })
 }
@@ -193,14 +193,17 @@ fn pack(parts: &[Part], alt: &Alternative, at: &str) -> Result<Seq, DecodeError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn alt(fields: &[&str], bits: Option<Vec<u8>>) -> Alternative {
         Alternative { fields: fields.iter().map(|f| f.split('.').map(str::to_string).collect()).collect(), bits }
     }
 
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn obj(v: Value) -> Object<'static> {
+        match Json::from(v) {
+            Json::Object(o) => o,
+            other => panic!("an object, not {other}"),
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! timestamp the column's `unit`.
 
 use super::spec::{FieldSource, TimestampUnit};
-use super::{err, json_type, truncate, DecodeError, ErrorKind};
+use super::json::Json;
+use super::{err, truncate, DecodeError, ErrorKind};
 use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use deltalake::arrow::array::{
@@ -19,7 +20,6 @@ use deltalake::arrow::array::{
     Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use deltalake::arrow::datatypes::{DataType, TimeUnit};
-use serde_json::Value;
 use std::sync::Arc;
 
 /// One typed value.
@@ -170,15 +170,15 @@ impl std::fmt::Display for FieldName<'_> {
 /// Reads `value` (None: the field is absent) as a value of `data_type`.
 /// `at` names the field in messages, e.g. `after.price`.
 pub fn read(
-    value: Option<&Value>,
+    value: Option<&Json>,
     data_type: &DataType,
     source: &FieldSource,
     hint: Option<&FieldHint>,
     at: &dyn std::fmt::Display,
 ) -> Result<Scalar, DecodeError> {
     let value = match value {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if source.null_if.iter().any(|n| n == s) => None,
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if source.null_if.iter().any(|n| n == s.as_ref()) => None,
         Some(v) => Some(v),
     };
     let Some(value) = value else {
@@ -187,22 +187,22 @@ pub fn read(
         }
         return Ok(Scalar::Null);
     };
-    let wrong = |expected: &str| err(ErrorKind::WrongType, format!("{at}: expected {expected}, found {}", json_type(value)));
+    let wrong = |expected: &str| err(ErrorKind::WrongType, format!("{at}: expected {expected}, found {}", value.type_name()));
     let invalid = |why: String| err(ErrorKind::InvalidValue, format!("{at}: {why}"));
     let default_hint = FieldHint::default();
     let hint = hint.unwrap_or(&default_hint);
     let scalar = match data_type {
         DataType::Utf8 => match value {
-            Value::String(s) => Scalar::Text(s.clone()),
-            Value::Number(n) if source.numbers_as_text => Scalar::Text(n.to_string()),
+            Json::String(s) => Scalar::Text(s.to_string()),
+            Json::Number(n) if source.numbers_as_text => Scalar::Text(n.to_string()),
             // A column added by evolution from an object or array holds its JSON.
-            Value::Object(_) | Value::Array(_) | Value::Bool(_) | Value::Number(_) if source.numbers_as_text && source.evolved => {
+            Json::Object(_) | Json::Array(_) | Json::Bool(_) | Json::Number(_) if source.numbers_as_text && source.evolved => {
                 Scalar::Text(value.to_string())
             }
             _ => return Err(wrong("a string")),
         },
         DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            let Value::Number(n) = value else { return Err(wrong("a whole number")) };
+            let Json::Number(n) = value else { return Err(wrong("a whole number")) };
             let i = n.as_i64().ok_or_else(|| invalid(format!("{n} is not a whole 64-bit number")))?;
             let (lo, hi, bits) = match data_type {
                 DataType::Int16 => (i64::from(i16::MIN), i64::from(i16::MAX), 16),
@@ -218,13 +218,13 @@ pub fn read(
             Scalar::Int(i)
         }
         DataType::Boolean => match value {
-            Value::Bool(b) => Scalar::Bool(*b),
+            Json::Bool(b) => Scalar::Bool(*b),
             // MySQL's TINYINT(1), as the connector sends it without a converter.
-            Value::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => Scalar::Bool(n.as_i64() == Some(1)),
+            Json::Number(n) if n.as_i64() == Some(0) || n.as_i64() == Some(1) => Scalar::Bool(n.as_i64() == Some(1)),
             _ => return Err(wrong("a boolean")),
         },
         DataType::Float64 => match value {
-            Value::Number(n) => Scalar::Float(n.as_f64().ok_or_else(|| invalid(format!("{n} is not a number")))?),
+            Json::Number(n) => Scalar::Float(n.as_f64().ok_or_else(|| invalid(format!("{n} is not a number")))?),
             _ => return Err(wrong("a number")),
         },
         DataType::Decimal128(p, s) => Scalar::Decimal(read_decimal(value, *p, *s, hint).map_err(|e| match e {
@@ -232,8 +232,8 @@ pub fn read(
             DecimalError::Value(why) => invalid(why),
         })?),
         DataType::Date32 => match value {
-            Value::String(s) => Scalar::Date(parse_date(s).ok_or_else(|| invalid(format!("`{}` is not a date (YYYY-MM-DD)", truncate(s, 40))))?),
-            Value::Number(n) => {
+            Json::String(s) => Scalar::Date(parse_date(s).ok_or_else(|| invalid(format!("`{}` is not a date (YYYY-MM-DD)", truncate(s, 40))))?),
+            Json::Number(n) => {
                 // io.debezium.time.Date: days since the epoch.
                 let days = n.as_i64().and_then(|d| i32::try_from(d).ok()).ok_or_else(|| invalid(format!("{n} is not a whole number of days")))?;
                 Scalar::Date(days)
@@ -241,16 +241,16 @@ pub fn read(
             _ => return Err(wrong("a date")),
         },
         DataType::Binary => match value {
-            Value::String(s) => Scalar::Bytes(
-                base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| invalid("is not base64 (binary.handling.mode=bytes)".into()))?,
+            Json::String(s) => Scalar::Bytes(
+                base64::engine::general_purpose::STANDARD.decode(s.as_bytes()).map_err(|_| invalid("is not base64 (binary.handling.mode=bytes)".into()))?,
             ),
             _ => return Err(wrong("base64 text")),
         },
         t if *t == timestamp_type() => match value {
-            Value::String(s) => Scalar::Micros(parse_instant(s).ok_or_else(|| {
+            Json::String(s) => Scalar::Micros(parse_instant(s).ok_or_else(|| {
                 invalid(format!("`{}` is not an ISO-8601 timestamp (e.g. 2024-05-01T10:00:00Z)", truncate(s, 40)))
             })?),
-            Value::Number(n) => {
+            Json::Number(n) => {
                 let i = n.as_i64().ok_or_else(|| invalid(format!("{n} is not a whole number")))?;
                 let unit = if hint.is("io.debezium.time.Timestamp") || hint.is("org.apache.kafka.connect.data.Timestamp") {
                     TimestampUnit::Millis
@@ -288,11 +288,11 @@ enum DecimalError {
     Value(String),
 }
 
-fn read_decimal(value: &Value, precision: u8, scale: i8, hint: &FieldHint) -> Result<i128, DecimalError> {
+fn read_decimal(value: &Json, precision: u8, scale: i8, hint: &FieldHint) -> Result<i128, DecimalError> {
     let unscaled = match value {
         // decimal.handling.mode=double, or a JSON number: its text is exact.
-        Value::Number(n) => parse_decimal(&n.to_string(), scale)?,
-        Value::String(s) => {
+        Json::Number(n) => parse_decimal(&n.to_string(), scale)?,
+        Json::String(s) => {
             let connect_decimal = hint.is("org.apache.kafka.connect.data.Decimal");
             match (connect_decimal, parse_decimal(s, scale)) {
                 (false, Ok(v)) => v,
@@ -405,7 +405,7 @@ pub fn parse_instant(s: &str) -> Option<i64> {
 /// the Connect schema's semantic type when the record has one, else the JSON
 /// type (a whole number: bigint; another number: double; text: string; an
 /// object or array: string holding its JSON). None for a null.
-pub fn infer(value: &Value, hint: Option<&FieldHint>) -> Option<DataType> {
+pub fn infer(value: &Json, hint: Option<&FieldHint>) -> Option<DataType> {
     if value.is_null() {
         return None;
     }
@@ -422,9 +422,9 @@ pub fn infer(value: &Value, hint: Option<&FieldHint>) -> Option<DataType> {
         }
     }
     Some(match value {
-        Value::Bool(_) => DataType::Boolean,
-        Value::Number(n) if n.is_i64() || n.is_u64() => DataType::Int64,
-        Value::Number(_) => DataType::Float64,
+        Json::Bool(_) => DataType::Boolean,
+        Json::Number(n) if n.is_i64() || n.is_u64() => DataType::Int64,
+        Json::Number(_) => DataType::Float64,
         _ => DataType::Utf8,
     })
 }
@@ -598,28 +598,28 @@ mod tests {
         let f = field();
         let dec = DataType::Decimal128(12, 2);
         // 1500.25 at scale 2 = 150025 = 0x02_4A_09 -> base64 "AkoJ"
-        let b64 = serde_json::json!("AkoJ");
+        let b64 = Json::from(serde_json::json!("AkoJ"));
         assert_eq!(read(Some(&b64), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), &"a"), Ok(Scalar::Decimal(150025)));
         // scale 3 in the schema, 2 in the column: exact when the last digit is 0
         assert_eq!(read(Some(&b64), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(3))), &"a").unwrap_err().kind, ErrorKind::InvalidValue);
-        assert_eq!(read(Some(&serde_json::json!("-0.05")), &dec, &f, None, &"a"), Ok(Scalar::Decimal(-5)));
-        assert_eq!(read(Some(&serde_json::json!(1500.5)), &dec, &f, None, &"a"), Ok(Scalar::Decimal(150050)));
-        assert_eq!(read(Some(&serde_json::json!(1.005)), &dec, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue);
+        assert_eq!(read(Some(&Json::from(serde_json::json!("-0.05"))), &dec, &f, None, &"a"), Ok(Scalar::Decimal(-5)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!(1500.5))), &dec, &f, None, &"a"), Ok(Scalar::Decimal(150050)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!(1.005))), &dec, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue);
         // negative base64: -1 = 0xFF
-        assert_eq!(read(Some(&serde_json::json!("/w==")), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), &"a"), Ok(Scalar::Decimal(-1)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!("/w=="))), &dec, &f, Some(&hint("org.apache.kafka.connect.data.Decimal", Some(2))), &"a"), Ok(Scalar::Decimal(-1)));
         let ts = timestamp_type();
         let us = 1_700_000_000_123_456i64;
-        assert_eq!(read(Some(&serde_json::json!(us)), &ts, &f, Some(&hint("io.debezium.time.MicroTimestamp", None)), &"a"), Ok(Scalar::Micros(us)));
-        assert_eq!(read(Some(&serde_json::json!(us / 1000)), &ts, &f, Some(&hint("io.debezium.time.Timestamp", None)), &"a"), Ok(Scalar::Micros(us / 1000 * 1000)));
-        assert_eq!(read(Some(&serde_json::json!(us * 1000)), &ts, &f, Some(&hint("io.debezium.time.NanoTimestamp", None)), &"a"), Ok(Scalar::Micros(us)));
-        assert_eq!(read(Some(&serde_json::json!(us)), &ts, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue, "no unit");
-        let zoned = serde_json::json!("2023-11-14T23:13:20.123456+01:00");
+        assert_eq!(read(Some(&Json::from(serde_json::json!(us))), &ts, &f, Some(&hint("io.debezium.time.MicroTimestamp", None)), &"a"), Ok(Scalar::Micros(us)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!(us / 1000))), &ts, &f, Some(&hint("io.debezium.time.Timestamp", None)), &"a"), Ok(Scalar::Micros(us / 1000 * 1000)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!(us * 1000))), &ts, &f, Some(&hint("io.debezium.time.NanoTimestamp", None)), &"a"), Ok(Scalar::Micros(us)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!(us))), &ts, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue, "no unit");
+        let zoned = Json::from(serde_json::json!("2023-11-14T23:13:20.123456+01:00"));
         assert_eq!(read(Some(&zoned), &ts, &f, None, &"a"), Ok(Scalar::Micros(us)));
-        assert_eq!(read(Some(&serde_json::json!(19000)), &DataType::Date32, &f, None, &"a"), Ok(Scalar::Date(19000)));
-        assert_eq!(read(Some(&serde_json::json!("2022-01-08")), &DataType::Date32, &f, None, &"a"), Ok(Scalar::Date(19000)));
-        let e = read(Some(&serde_json::json!(true)), &dec, &f, None, &"after.price").unwrap_err();
+        assert_eq!(read(Some(&Json::from(serde_json::json!(19000))), &DataType::Date32, &f, None, &"a"), Ok(Scalar::Date(19000)));
+        assert_eq!(read(Some(&Json::from(serde_json::json!("2022-01-08"))), &DataType::Date32, &f, None, &"a"), Ok(Scalar::Date(19000)));
+        let e = read(Some(&Json::from(serde_json::json!(true))), &dec, &f, None, &"after.price").unwrap_err();
         assert_eq!(e.message, "after.price: expected a decimal number, found a boolean");
-        assert_eq!(read(Some(&serde_json::json!("3")), &DataType::Int32, &f, None, &"a").unwrap_err().kind, ErrorKind::WrongType);
-        assert_eq!(read(Some(&serde_json::json!(1i64 << 40)), &DataType::Int32, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue);
+        assert_eq!(read(Some(&Json::from(serde_json::json!("3"))), &DataType::Int32, &f, None, &"a").unwrap_err().kind, ErrorKind::WrongType);
+        assert_eq!(read(Some(&Json::from(serde_json::json!(1i64 << 40))), &DataType::Int32, &f, None, &"a").unwrap_err().kind, ErrorKind::InvalidValue);
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::order_line::{Envelope, OrderLine, Price, Source};
 use chrono::NaiveDate;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const MAX: usize = 1 << 20;
 
