@@ -16,7 +16,7 @@ use super::value::{self, Scalar};
 use super::{err, truncate, DecodeError, ErrorKind, Key, Op};
 use crate::tables::definition::{ColumnDefinition, TableDefinition};
 use deltalake::arrow::datatypes::DataType;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 /// A record decoded for one table, before its derived columns are evaluated.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,8 +51,9 @@ pub struct Reader {
     pub key: Vec<usize>,
     /// Position in `fields` of `key_text`.
     key_text: Option<usize>,
-    /// Top-level fields of a row image that are expected.
-    known: BTreeSet<String>,
+    /// Top-level fields of a row image that are expected: every field of
+    /// every record is looked up here, so hashed with foldhash.
+    known: HashSet<String, foldhash::fast::RandomState>,
     /// Fields `apply_as_deletes` reads.
     pub flag_fields: Vec<String>,
     bigint_sequence: bool,
@@ -94,7 +95,7 @@ impl Reader {
         let position = |name: &str| fields.iter().position(|(c, _)| c.name == name);
         let key = definition.primary_key.iter().map(|k| position(k).expect("key columns are field columns (checked at load)")).collect();
         let key_text = spec.key_text.as_deref().and_then(position);
-        let mut known: BTreeSet<String> = fields.iter().map(|(_, f)| f.path[0].clone()).collect();
+        let mut known: HashSet<String, foldhash::fast::RandomState> = fields.iter().map(|(_, f)| f.path[0].clone()).collect();
         known.extend(spec.ignore_fields.iter().cloned());
         for alt in &spec.row_sequence_by {
             known.extend(alt.fields.iter().map(|f| f[0].clone()));
@@ -329,11 +330,12 @@ impl Reader {
     /// (with the type their value calls for), or an error.
     #[allow(clippy::type_complexity)]
     fn unknown_fields(&self, obj: &Object, hints: &Hints, at: &str) -> Result<(Vec<String>, Vec<(String, DataType)>), DecodeError> {
-        let mut unknown: Vec<&str> = obj.keys().filter(|k| !self.known.contains(*k)).collect();
+        let mut unknown: Vec<&str> = obj.names().filter(|k| !self.known.contains(*k)).collect();
         if unknown.is_empty() {
             return Ok((vec![], vec![]));
         }
         unknown.sort_unstable();
+        unknown.dedup();
         match self.spec.on_new_column {
             OnNewColumn::Ignore => return Ok((unknown.into_iter().map(str::to_string).collect(), vec![])),
             OnNewColumn::Evolve => {

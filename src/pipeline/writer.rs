@@ -261,7 +261,7 @@ impl Writer {
             let table = self.sinks.iter().find(|s| s.role == TableRole::Change { index }).map(|s| &s.table);
             let r = match (has_tombstones, table) {
                 (true, Some(table)) => silver::resolve_kafka_tombstones(table, &t.reader, events, |k| self.tombstones[index].seq(k)).await?,
-                _ => silver::Resolved::new(),
+                _ => silver::Resolved::default(),
             };
             resolved.push(r);
         }

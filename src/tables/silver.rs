@@ -50,7 +50,7 @@ pub struct Chosen<'a> {
 }
 
 /// The effective sequence of each Kafka tombstone of the batch (by partition and offset).
-pub type Resolved = HashMap<(i32, i64), Seq>;
+pub type Resolved = HashMap<(i32, i64), Seq, foldhash::fast::RandomState>;
 
 /// Gives each Kafka tombstone the sequence of the state it deletes: the
 /// newest earlier change of its key in the batch (same partition, lower
@@ -62,10 +62,11 @@ pub async fn resolve_kafka_tombstones<'a>(
     events: impl Iterator<Item = (&'a KafkaRecord, &'a ChangeEvent)>,
     tombstone_seq: impl Fn(&Key) -> Option<Seq>,
 ) -> Result<Resolved, TableError> {
-    let mut latest: HashMap<&Key, Seq> = HashMap::new();
-    let mut resolved = Resolved::new();
-    let mut unknown: Vec<((i32, i64), &Key)> = Vec::new();
     let mut events: Vec<_> = events.collect();
+    // Every change of the batch passes through `latest`: foldhash, sized up front.
+    let mut latest: HashMap<&Key, Seq, foldhash::fast::RandomState> = HashMap::with_capacity_and_hasher(events.len(), Default::default());
+    let mut resolved = Resolved::default();
+    let mut unknown: Vec<((i32, i64), &Key)> = Vec::new();
     events.sort_by_key(|(r, _)| (r.partition, r.offset));
     for (r, e) in events {
         if e.kafka_tombstone {
@@ -285,7 +286,7 @@ pub fn source_rows(reader: &Reader, rows: &TableRows, chosen: &[Chosen<'_>], now
     let own: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| table_rows.column_by_name(p)).collect();
     let before: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| rows.before.column_by_name(p)).collect();
     let (mut own_paths, mut before_paths) = (PartitionPaths::new(&sorted, own), PartitionPaths::new(&sorted, before));
-    let search: Vec<Option<String>> = chosen
+    let search: Vec<Option<Arc<str>>> = chosen
         .iter()
         .enumerate()
         .map(|(i, c)| match c.event.before_row {
@@ -374,7 +375,7 @@ fn sorted_partitions(d: &crate::tables::definition::TableDefinition) -> Vec<&Str
 struct PartitionPaths<'a> {
     sorted: &'a [&'a String],
     columns: Vec<Option<&'a ArrayRef>>,
-    known: HashMap<Vec<i64>, Option<String>, foldhash::fast::RandomState>,
+    known: HashMap<Vec<i64>, Option<Arc<str>>, foldhash::fast::RandomState>,
 }
 
 impl<'a> PartitionPaths<'a> {
@@ -387,11 +388,12 @@ impl<'a> PartitionPaths<'a> {
         self.columns.iter().all(Option::is_some)
     }
 
-    fn of(&mut self, row: usize) -> Option<String> {
+    /// Shared, not copied: every change of a partition names the same path.
+    fn of(&mut self, row: usize) -> Option<Arc<str>> {
         let numbers: Option<Vec<i64>> = self.columns.iter().map(|c| c.and_then(|c| whole_number(c.as_ref(), row))).collect();
         match numbers {
-            Some(key) => self.known.entry(key).or_insert_with(|| row_partition(self.sorted, &self.columns, row)).clone(),
-            None => row_partition(self.sorted, &self.columns, row),
+            Some(key) => self.known.entry(key).or_insert_with(|| row_partition(self.sorted, &self.columns, row).map(Arc::from)).clone(),
+            None => row_partition(self.sorted, &self.columns, row).map(Arc::from),
         }
     }
 }
@@ -439,12 +441,12 @@ mod tests {
         let columns = vec![Some(&months), Some(&regions)];
         let mut paths = PartitionPaths::new(&sorted, columns.clone());
         for row in 0..5 {
-            assert_eq!(paths.of(row), row_partition(&sorted, &columns, row), "row {row}");
+            assert_eq!(paths.of(row).as_deref(), row_partition(&sorted, &columns, row).as_deref(), "row {row}");
         }
         let only_months = vec![Some(&months)];
         let mut paths = PartitionPaths::new(&sorted[..1], only_months.clone());
         for row in [0, 1, 2, 3, 0, 4] {
-            assert_eq!(paths.of(row), row_partition(&sorted[..1], &only_months, row), "row {row}");
+            assert_eq!(paths.of(row).as_deref(), row_partition(&sorted[..1], &only_months, row).as_deref(), "row {row}");
         }
         assert_eq!(paths.of(0).as_deref(), Some("month=2020-01-01"));
         assert!(!PartitionPaths::new(&sorted, vec![Some(&months), None]).complete());

@@ -66,7 +66,7 @@ pub struct Changes {
     pub deletes: Vec<bool>,
     /// Per row: the partition (`col=value/…`, as the log names a file's) the
     /// stored row lives in, None when unknown (every file is searched).
-    pub search: Vec<Option<String>>,
+    pub search: Vec<Option<Arc<str>>>,
 }
 
 /// What an upsert read, wrote and committed.
@@ -301,7 +301,7 @@ fn canonical_partition(add: &Add, schema: &Schema) -> String {
 /// and how many partitions the changes search (-1: some change's is unknown).
 fn candidates<'f>(files: &'f [StoredFile], changes: &Changes, first_key: &ArrayRef) -> (Vec<&'f StoredFile>, i64) {
     // Per partition, the changes searching it, in key order (the batch is sorted by key).
-    let mut by_partition: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_partition: HashMap<&str, Vec<usize>, foldhash::fast::RandomState> = HashMap::default();
     let mut everywhere: Vec<usize> = Vec::new();
     for (row, search) in changes.search.iter().enumerate() {
         match search.as_deref() {
@@ -414,16 +414,38 @@ pub fn partition_value(array: &dyn Array, row: usize) -> Option<String> {
     serialize(array, row, |value| DeltaTablePartition { key: String::new(), value })
 }
 
+/// The rows of `cdc` by partition (the columns `partition_index`), each
+/// group with its partition values. Rows are told apart by their values in
+/// Arrow's row format, and a group's values are written once, from its first
+/// row: a batch's ~10^5 change rows fall in a few dozen partitions, and a
+/// value written as the log writes it goes through a kernel scalar (for a
+/// date, a chrono format) and an allocation.
+fn by_partition(cdc: &RecordBatch, partition_index: &[usize]) -> Result<Vec<(Vec<Option<String>>, Vec<u32>)>, deltalake::arrow::error::ArrowError> {
+    if partition_index.is_empty() {
+        let all: Vec<u32> = (0..cdc.num_rows() as u32).collect();
+        return Ok(if all.is_empty() { vec![] } else { vec![(vec![], all)] });
+    }
+    let columns: Vec<ArrayRef> = partition_index.iter().map(|i| cdc.column(*i).clone()).collect();
+    let converter = RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
+    let rows = converter.convert_columns(&columns)?;
+    let mut groups: Vec<(Vec<Option<String>>, Vec<u32>)> = Vec::new();
+    let mut group_of: HashMap<&[u8], usize, foldhash::fast::RandomState> = HashMap::default();
+    for (row, values) in rows.iter().enumerate() {
+        let group = *group_of.entry(values.data()).or_insert_with(|| {
+            groups.push((columns.iter().map(|c| partition_value(c.as_ref(), row)).collect(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[group].1.push(row as u32);
+    }
+    Ok(groups)
+}
+
 /// Writes the change rows as parquet files under `_change_data/`, one per
 /// partition (partition columns are in the action, not the file).
 async fn write_change_files(table: &LakeTable, cdc: &RecordBatch, partition_columns: &[String]) -> Result<Vec<AddCDCFile>, TableError> {
     let fail = |e: String| table.wrap_error(DeltaTableError::Generic(format!("{}: change data file: {e}", table.name())));
     let partition_index: Vec<usize> = partition_columns.iter().map(|p| cdc.schema().index_of(p).map_err(|e| fail(e.to_string()))).collect::<Result<_, _>>()?;
-    let mut groups: HashMap<Vec<Option<String>>, Vec<u32>> = HashMap::new();
-    for row in 0..cdc.num_rows() {
-        let values = partition_index.iter().map(|i| partition_value(cdc.column(*i).as_ref(), row)).collect();
-        groups.entry(values).or_default().push(row as u32);
-    }
+    let groups = by_partition(cdc, &partition_index).map_err(|e| fail(e.to_string()))?;
     let file_columns: Vec<usize> = (0..cdc.num_columns()).filter(|i| !partition_index.contains(i)).collect();
     let store = table.delta().log_store().object_store(None);
     let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
@@ -468,7 +490,7 @@ mod tests {
     fn changes(keys: &[i64], search: &[Option<&str>]) -> (Changes, ArrayRef) {
         let column: ArrayRef = Arc::new(Int64Array::from(keys.to_vec()));
         let rows = RecordBatch::try_new(Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)])), vec![column.clone()]).unwrap();
-        let search = search.iter().map(|s| s.map(str::to_string)).collect();
+        let search = search.iter().map(|s| s.map(Arc::from)).collect();
         (Changes { rows, deletes: vec![false; keys.len()], search }, column)
     }
 
@@ -503,5 +525,37 @@ mod tests {
         assert_eq!(canonical_partition(&add(Some("7"), "x"), &schema), "c=x/m=7");
         assert_eq!(canonical_partition(&add(None, "x"), &schema), "c=x/m=__HIVE_DEFAULT_PARTITION__");
         assert_eq!(canonical_partition(&add(Some("seven"), "x"), &schema), "c=x/m=seven", "unreadable: as written");
+    }
+
+    #[test]
+    fn change_rows_group_by_partition_values_as_the_log_writes_them() {
+        use deltalake::arrow::array::Date32Array;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Date32, true),
+            Field::new("c", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let cdc = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from(vec![Some(19000), None, Some(19000), Some(19001), None])),
+                Arc::new(StringArray::from(vec![Some("x"), Some("x"), Some("x"), Some("x"), Some("y")])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
+            ],
+        )
+        .unwrap();
+        let mut groups = by_partition(&cdc, &[0, 1]).unwrap();
+        groups.sort();
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            groups,
+            vec![
+                (vec![None, s("x")], vec![1]),
+                (vec![None, s("y")], vec![4]),
+                (vec![s("2022-01-08"), s("x")], vec![0, 2]),
+                (vec![s("2022-01-09"), s("x")], vec![3]),
+            ]
+        );
+        assert_eq!(by_partition(&cdc, &[]).unwrap(), vec![(vec![], vec![0, 1, 2, 3, 4])], "unpartitioned: one group");
     }
 }
