@@ -45,10 +45,10 @@ impl Batch {
             self.newest_ms = Some(self.newest_ms.map_or(ts, |n| n.max(ts)));
         }
         // A linear look over the batch's few partitions: no allocation per record.
-        match self.ranges.iter_mut().find(|(tp, _)| tp.partition == record.partition && tp.topic == record.topic) {
+        match self.ranges.iter_mut().find(|(tp, _)| tp.partition == record.partition && *tp.topic == *record.topic) {
             Some((_, r)) => r.extend(record.offset),
             None => {
-                let tp = TopicPartition::new(record.topic.clone(), record.partition);
+                let tp = TopicPartition::new(&*record.topic, record.partition);
                 self.ranges.insert(tp, OffsetRange { partition: record.partition, first: record.offset, last: record.offset });
             }
         }
@@ -92,7 +92,7 @@ impl Batch {
         if partitions.is_empty() {
             return;
         }
-        self.records.retain(|r| !partitions.iter().any(|tp| tp.partition == r.partition && tp.topic == r.topic));
+        self.records.retain(|r| !partitions.iter().any(|tp| tp.partition == r.partition && *tp.topic == *r.topic));
         for p in partitions {
             self.ranges.remove(p);
         }

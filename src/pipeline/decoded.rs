@@ -49,7 +49,7 @@ impl Decoded {
         for t in readers {
             let mut ignored_fields: BTreeMap<String, u64> = BTreeMap::new();
             let mut new_columns: BTreeMap<String, DataType> = BTreeMap::new();
-            let mine: Vec<&KafkaRecord> = records.iter().filter(|r| r.topic == t.topic).collect();
+            let mine: Vec<&KafkaRecord> = records.iter().filter(|r| *r.topic == *t.topic).collect();
             let changes = decode_all(&t.reader, &mine, max_record_bytes);
             for c in changes.iter().flatten() {
                 for f in &c.ignored_fields {
@@ -70,7 +70,7 @@ impl Decoded {
             let mut events = events.into_iter();
             let mut per_record = Vec::with_capacity(records.len());
             for (i, r) in records.iter().enumerate() {
-                if r.topic != t.topic {
+                if *r.topic != *t.topic {
                     per_record.push(None);
                     continue;
                 }

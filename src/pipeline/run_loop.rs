@@ -145,7 +145,7 @@ impl RunLoop {
 
     async fn on_record(&mut self, r: KafkaRecord) -> anyhow::Result<()> {
         // A linear look over the owned partitions: no allocation per record.
-        let Some(end) = self.assigned.iter().find(|(tp, _)| tp.partition == r.partition && tp.topic == r.topic).map(|(_, a)| a.end) else {
+        let Some(end) = self.assigned.iter().find(|(tp, _)| tp.partition == r.partition && *tp.topic == *r.topic).map(|(_, a)| a.end) else {
             return Ok(()); // a record of a partition handed over already
         };
         let reaches_end = r.offset + 1 >= end;

@@ -415,8 +415,8 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
         let reads_all = sink.topic.is_none();
         let topic = sink.topic.as_deref();
         let wanted = |r: &crate::source::record::KafkaRecord| {
-            (reads_all || topic == Some(r.topic.as_str()))
-                && held.get(&(r.topic.as_str(), r.partition)).copied().flatten().is_none_or(|v| r.offset > v)
+            (reads_all || topic == Some(&*r.topic))
+                && held.get(&(&*r.topic, r.partition)).copied().flatten().is_none_or(|v| r.offset > v)
         };
         let now = Utc::now();
         let committed = match sink.role {

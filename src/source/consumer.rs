@@ -300,6 +300,8 @@ impl KafkaSource {
 
 fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) {
     let context = consumer.context();
+    // The name of the topic the last record came from, shared by its records.
+    let mut topic: Arc<str> = Arc::from("");
     while !stop.load(Ordering::SeqCst) {
         // With records pending, only take what librdkafka already has at hand.
         let waiting = !context.pending.lock().unwrap().is_empty();
@@ -315,8 +317,11 @@ fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) {
                     .headers()
                     .map(|hs| hs.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
                     .unwrap_or_default();
+                if *topic != *m.topic() {
+                    topic = Arc::from(m.topic());
+                }
                 let record = KafkaRecord {
-                    topic: m.topic().to_string(),
+                    topic: topic.clone(),
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),

@@ -1,10 +1,14 @@
 //! A Kafka record, owned, as the writer batches it.
 
+use std::sync::Arc;
+
 /// One record as read from the topic. The writer owns it from the moment it
 /// leaves the consumer until the batch it belongs to is committed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KafkaRecord {
-    pub topic: String,
+    /// Shared by the records of a topic (the consumer hands out one name per
+    /// topic rather than an allocation per record).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
