@@ -422,7 +422,7 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
         let committed = match sink.role {
             TableRole::Bronze => {
                 let selected: Vec<_> = batch.records.iter().filter(|r| wanted(r)).collect();
-                sink.table.append(Some(bronze::rows(&selected, now)), txns).await
+                sink.table.append(bronze::parts(&selected, now), txns).await
             }
             TableRole::Quarantine => {
                 let selected: Vec<_> = batch

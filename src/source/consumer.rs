@@ -210,18 +210,22 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
         // librdkafka prefetches into its queue until it holds
-        // queued.min.messages (100,000: one full batch) or
-        // queued.max.messages.kbytes, then postpones the next fetch by
-        // fetch.queue.backoff.ms. At its default of a second, a writer that
-        // takes a whole batch at once found the queue empty for most of that
-        // second (0.6-0.7 s of a batch's receive time on the full-dataset
-        // benchmark); at 100 ms the queue refills while the batch decodes, and
-        // a 32 MB queue is as fast as a 128 MB one (BENCHMARKS.md, session 26).
+        // queued.min.messages per partition or queued.max.messages.kbytes,
+        // then postpones the next fetch by fetch.queue.backoff.ms. At its
+        // default of a second, a writer that takes a whole batch at once found
+        // the queue empty for most of that second (0.6-0.7 s of a batch's
+        // receive time on the full-dataset benchmark); at 100 ms the queue
+        // refills while the batch decodes, and a 32 MB queue is as fast as a
+        // 128 MB one. Each queued message also holds a librdkafka op and pins
+        // its fetch buffer: at the default of 100,000 messages a partition
+        // that cost ~80 MB of the writer's peak RSS, and 25,000 keeps the
+        // throughput (BENCHMARKS.md, sessions 26 and 27).
         for (key, default) in [
             ("session.timeout.ms", "30000"),
             ("max.poll.interval.ms", "300000"),
             ("fetch.max.bytes", "52428800"),
             ("queued.max.messages.kbytes", "32768"),
+            ("queued.min.messages", "25000"),
             ("fetch.queue.backoff.ms", "100"),
             ("partition.assignment.strategy", "range,roundrobin"),
         ] {

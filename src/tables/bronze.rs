@@ -34,6 +34,18 @@ pub fn spec() -> TableSpec {
     definition().spec()
 }
 
+/// Bronze rows are built and appended this many records at a time (see
+/// [`LakeTable::append`](crate::tables::LakeTable::append)): a part is ~5 MB
+/// of a catching-up batch, where the whole batch built at once held its
+/// ~35 MB of values in Arrow and again in delta-rs' copy of it by partition.
+pub const PART_ROWS: usize = 16_384;
+
+/// Bronze rows for `records`, built [`PART_ROWS`] records at a time as the
+/// append takes them.
+pub fn parts<'a>(records: &'a [&'a KafkaRecord], ingested_at: DateTime<Utc>) -> impl Iterator<Item = RecordBatch> + Send + 'a {
+    records.chunks(PART_ROWS).map(move |part| rows(part, ingested_at))
+}
+
 /// Builds bronze rows for `records`, all stamped with `ingested_at`.
 pub fn rows(records: &[&KafkaRecord], ingested_at: DateTime<Utc>) -> RecordBatch {
     try_rows(records, ingested_at).expect("bronze columns match tables/bronze_orders.toml (checked at start)")

@@ -228,19 +228,33 @@ impl LakeTable {
         Ok(out)
     }
 
-    /// Appends `batch` (if it has rows) and records `txns` in the same commit.
-    /// With no rows, the commit carries only the offsets, so that a table with
-    /// nothing to add in a batch still advances with the others.
+    /// Appends `parts` (the rows of one commit, in any number of record
+    /// batches) and records `txns` in the same commit. With no rows, the
+    /// commit carries only the offsets, so that a table with nothing to add in
+    /// a batch still advances with the others.
+    ///
+    /// The parts are taken one at a time: delta-rs copies each part it is
+    /// given into its partitions before encoding it, so a caller that builds
+    /// its rows part by part (bronze does, see [`crate::tables::bronze::PART_ROWS`]) holds one
+    /// part and its copy at a time rather than the whole batch twice. The
+    /// parts of a partition still go to one file.
     ///
     /// The data files are written first, then one commit adds them together
     /// with the offsets. A crash in between leaves unreferenced files (removed
     /// by VACUUM) and no commit: the batch is written again on restart.
-    pub async fn append(&mut self, batch: Option<RecordBatch>, txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
-        let rows = batch.as_ref().map_or(0, RecordBatch::num_rows);
+    pub async fn append(&mut self, parts: impl IntoIterator<Item = RecordBatch>, txns: Vec<Transaction>) -> Result<CommitOutcome, TableError> {
+        let mut rows = 0;
         let mut actions = Vec::new();
-        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
-            let mut writer = RecordBatchWriter::for_table(&self.table).map_err(|e| self.wrap(e))?;
-            writer.write(batch).await.map_err(|e| self.wrap(e))?;
+        let mut writer = None;
+        for part in parts.into_iter().filter(|b| b.num_rows() > 0) {
+            rows += part.num_rows();
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(RecordBatchWriter::for_table(&self.table).map_err(|e| self.wrap(e))?),
+            };
+            writer.write(part).await.map_err(|e| self.wrap(e))?;
+        }
+        if let Some(mut writer) = writer {
             actions.extend(writer.flush().await.map_err(|e| self.wrap(e))?.into_iter().map(Action::Add));
             crate::failpoint::hit(&format!("{}.files_written", self.spec.name));
         }
