@@ -229,7 +229,7 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_records: 100_000, max_bytes: 64 << 20, max_latency_ms: 300, catch_up_latency_ms: 5_000 }
+        BatchConfig { max_records: 50_000, max_bytes: 64 << 20, max_latency_ms: 300, catch_up_latency_ms: 5_000 }
     }
 }
 
