@@ -106,13 +106,13 @@ impl<'a> Object<'a> {
         found
     }
 
-    /// The field names, each once, in document order.
     /// Every field's name in document order, a name given twice twice
     /// (cheaper than `keys` when repeats do not matter or are rare).
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(k, _)| k.as_ref())
     }
 
+    /// The field names, each once (where it was last given), in document order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.0.iter().enumerate().filter(|(i, (k, _))| !self.0[i + 1..].iter().any(|(later, _)| later == k)).map(|(_, (k, _))| k.as_ref())
     }
