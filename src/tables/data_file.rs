@@ -9,6 +9,8 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Add;
 use deltalake::logstore::object_store::GetOptions;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::ProjectionMask;
+use bytes::Bytes;
 use deltalake::{DeltaResult, DeltaTableError};
 use std::sync::Arc;
 
@@ -52,21 +54,35 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, A
 /// another writer stored in another physical type (Spark's INT96
 /// timestamps) is cast to the table's type.
 pub async fn read(store: Arc<dyn deltalake::ObjectStore>, add: &Add, schema: &Schema, partition_columns: &[String]) -> DeltaResult<Vec<RecordBatch>> {
+    decode(fetch(store, add).await?, add, schema, partition_columns)
+}
+
+/// A data file's bytes. Files that are rewritten are small (compaction) or
+/// narrow (one key range of silver): each one is fetched whole, once, and
+/// [`decode`]d for the columns a step needs.
+pub async fn fetch(store: Arc<dyn deltalake::ObjectStore>, add: &Add) -> DeltaResult<Bytes> {
     let path = deltalake::Path::parse(&add.path).map_err(|e| DeltaTableError::Generic(format!("file path {}: {e}", add.path)))?;
-    // Files that are rewritten are small (compaction) or narrow (one key
-    // range of silver): each one is read whole.
-    let bytes = store.get_opts(&path, GetOptions::default()).await?.bytes().await?;
-    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?.collect::<Result<Vec<RecordBatch>, _>>()?;
+    Ok(store.get_opts(&path, GetOptions::default()).await?.bytes().await?)
+}
+
+/// The rows of a fetched file in `schema`, as [`read`] gives them, decoding
+/// only the columns `schema` has: silver's upsert reads a file's key columns
+/// first and the rest only when a key matches.
+pub fn decode(bytes: Bytes, add: &Add, schema: &Schema, partition_columns: &[String]) -> DeltaResult<Vec<RecordBatch>> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    // The file's columns that `schema` has, except partition columns: their
+    // values are the log's, whatever the file holds.
+    let wanted = |name: &str| schema.field_with_name(name).is_ok() && !partition_columns.iter().any(|p| p == name);
+    let roots: Vec<usize> = builder.parquet_schema().root_schema().get_fields().iter().enumerate().filter(|(_, f)| wanted(f.name())).map(|(i, _)| i).collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let batches = builder.with_projection(mask).build()?.collect::<Result<Vec<RecordBatch>, _>>()?;
     let schema: SchemaRef = Arc::new(schema.clone());
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
-        // The partition values (from the log, whatever the file holds) as
-        // columns of text, then everything in the table's types.
-        let in_file: Vec<usize> = (0..batch.num_columns()).filter(|i| !partition_columns.contains(batch.schema().field(*i).name())).collect();
-        let batch = batch.project(&in_file)?;
+        // The partition values as columns of text, then everything in the table's types.
         let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut columns = batch.columns().to_vec();
-        for p in partition_columns {
+        for p in partition_columns.iter().filter(|p| schema.field_with_name(p).is_ok()) {
             let value = add.partition_values.get(p).cloned().flatten();
             fields.push(Field::new(p, DataType::Utf8, true));
             columns.push(Arc::new(StringArray::from(vec![value; batch.num_rows()])) as ArrayRef);

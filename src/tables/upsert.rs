@@ -133,28 +133,35 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     let mut removes: Vec<Remove> = Vec::new();
     let store = table.delta().log_store().object_store(None);
     // Owned inputs: the reads run inside the writer's spawned commit task.
+    // A file is read for its key and sequence columns first: most files
+    // read hold none of the batch's keys (their key range only overlaps it),
+    // and those are never decoded further. Key columns, then the sequence.
+    let key_schema = Arc::new(Schema::new(key_index.iter().chain([&seq_index]).map(|i| schema.field(*i).clone()).collect::<Vec<_>>()));
     let jobs: Vec<(usize, Add)> = reading.iter().enumerate().map(|(i, f)| (i, f.add.clone())).collect();
-    let (read_schema, read_partitions) = (schema.clone(), partition_columns.clone());
+    let (read_schema, read_partitions) = (key_schema.clone(), partition_columns.clone());
     let mut reads = stream::iter(jobs)
         .map(move |(i, add)| {
             let (store, schema, partitions) = (store.clone(), read_schema.clone(), read_partitions.clone());
-            async move { data_file::read(store, &add, &schema, &partitions).await.map(|b| (i, b)) }
+            async move {
+                let bytes = data_file::fetch(store, &add).await?;
+                let keys = data_file::decode(bytes.clone(), &add, &schema, &partitions)?;
+                Ok::<_, DeltaTableError>((i, bytes, keys))
+            }
         })
         .buffered(CONCURRENT_READS);
     let deletion_timestamp = chrono::Utc::now().timestamp_millis();
+    let stored_seq = key_index.len();
     while let Some(read) = reads.next().await {
-        let (file, batches) = read.map_err(|e| table.wrap_error(e))?;
+        let (file, bytes, key_batches) = read.map_err(|e| table.wrap_error(e))?;
         let file = reading[file];
-        let stored = concat_batches(&schema, &batches).map_err(|e| fail(table, &e))?;
-        let stored_keys = converter
-            .convert_columns(&key_index.iter().map(|i| stored.column(*i).clone()).collect::<Vec<_>>())
-            .map_err(|e| fail(table, &e))?;
+        let stored_key_columns = concat_batches(&key_schema, &key_batches).map_err(|e| fail(table, &e))?;
+        let stored_keys = converter.convert_columns(&stored_key_columns.columns()[..stored_seq]).map_err(|e| fail(table, &e))?;
         let (mut updated_at, mut deleted_at) = (Vec::new(), Vec::new());
         for (row, key) in stored_keys.iter().enumerate() {
             let Some(&change) = by_key.get(key.data()) else { continue };
             matched[change] = true;
             // SQL's rule, as the MERGE had it: a row without a sequence is never replaced.
-            let Some(order) = compare(rows.column(seq_index), change, stored.column(seq_index), row) else { continue };
+            let Some(order) = compare(rows.column(seq_index), change, stored_key_columns.column(stored_seq), row) else { continue };
             if changes.deletes[change] {
                 if order != Ordering::Less {
                     deleted_at.push(row as u32);
@@ -168,6 +175,10 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
             out.files_left += 1;
             continue;
         }
+        // Rows are in file order in both reads, so the positions hold.
+        let stored = data_file::decode(bytes, &file.add, &schema, &partition_columns)
+            .and_then(|batches| concat_batches(&schema, &batches).map_err(DeltaTableError::from))
+            .map_err(|e| table.wrap_error(e))?;
         let mut keep = vec![true; stored.num_rows()];
         for r in updated_at.iter().chain(&deleted_at) {
             keep[*r as usize] = false;
