@@ -93,3 +93,55 @@ pub fn decode(bytes: Bytes, add: &Add, schema: &Schema, partition_columns: &[Str
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{Array, Int64Array, StringArray};
+    use deltalake::parquet::arrow::ArrowWriter;
+
+    /// A file holding `k`, `v` and (as some writers do) its partition column `p`.
+    fn file() -> Bytes {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, false),
+                Field::new("v", DataType::Utf8, true),
+                Field::new("p", DataType::Utf8, true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                Arc::new(StringArray::from(vec!["in-file", "in-file", "in-file"])),
+            ],
+        )
+        .unwrap();
+        let mut buffer = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        Bytes::from(buffer)
+    }
+
+    #[test]
+    fn decoding_reads_the_columns_of_the_schema_given_with_the_partition_value_of_the_log() {
+        let add = Add { partition_values: [("p".to_string(), Some("2024-01".to_string()))].into(), ..Default::default() };
+        let partitions = vec!["p".to_string()];
+        let full = Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+            Field::new("new", DataType::Utf8, true),
+            Field::new("p", DataType::Utf8, true),
+        ]);
+        let rows = decode(file(), &add, &full, &partitions).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["k", "v", "new", "p"]);
+        assert_eq!(rows[0].column(1).as_ref(), &StringArray::from(vec!["a", "b", "c"]) as &dyn Array);
+        assert_eq!(rows[0].column(2).null_count(), 3, "a column the file predates is null");
+        assert_eq!(rows[0].column(3).as_ref(), &StringArray::from(vec!["2024-01"; 3]) as &dyn Array, "the log's value, not the file's");
+
+        let keys = Schema::new(vec![Field::new("k", DataType::Int64, false)]);
+        let rows = decode(file(), &add, &keys, &partitions).unwrap();
+        assert_eq!(rows[0].num_columns(), 1);
+        assert_eq!(rows[0].column(0).as_ref(), &Int64Array::from(vec![1, 2, 3]) as &dyn Array);
+    }
+}
