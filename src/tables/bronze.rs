@@ -35,9 +35,9 @@ pub fn spec() -> TableSpec {
 }
 
 /// Bronze rows are built and appended this many records at a time (see
-/// [`LakeTable::append`](crate::tables::LakeTable::append)): a part is ~5 MB
-/// of a catching-up batch, where the whole batch built at once held its
-/// ~35 MB of values in Arrow and again in delta-rs' copy of it by partition.
+/// [`LakeTable::append`](crate::tables::LakeTable::append)): ~5 MB of the
+/// order records' values, where a whole batch built at once held all of its
+/// values in Arrow and again in delta-rs' copy of it by partition.
 pub const PART_ROWS: usize = 16_384;
 
 /// Bronze rows for `records`, built [`PART_ROWS`] records at a time as the

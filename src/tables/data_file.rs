@@ -1,6 +1,7 @@
 //! A table's data file as the commits that rewrite files see it (compaction
 //! and silver's upsert): its partition, and its rows read back in the table's schema.
 
+use bytes::Bytes;
 use deltalake::arrow::array::{new_null_array, ArrayRef, RecordBatchOptions, StringArray};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -10,7 +11,6 @@ use deltalake::kernel::Add;
 use deltalake::logstore::object_store::GetOptions;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ProjectionMask;
-use bytes::Bytes;
 use deltalake::{DeltaResult, DeltaTableError};
 use std::sync::Arc;
 

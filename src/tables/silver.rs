@@ -36,6 +36,7 @@ use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{Array, ArrayRef, StringBuilder, UInt32Array};
 use deltalake::arrow::compute::{lexsort_to_indices, take, take_record_batch, SortColumn};
 use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::row::{RowConverter, Rows, SortField};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 use std::collections::HashMap;
@@ -370,17 +371,26 @@ fn sorted_partitions(d: &crate::tables::definition::TableDefinition) -> Vec<&Str
 /// The partition paths of rows of some partition columns (see
 /// [`row_partition`]), each distinct partition written once: a batch's ~10^5
 /// changes fall in a few dozen partitions, and writing a value as the log
-/// writes it goes through a kernel scalar. Partition values that are whole
-/// numbers underneath (dates, integers) are remembered by that number.
+/// writes it goes through a kernel scalar. Rows are told apart by their
+/// partition values in Arrow's row format, as silver's change files group
+/// theirs ([`upsert`]).
 struct PartitionPaths<'a> {
     sorted: &'a [&'a String],
     columns: Vec<Option<&'a ArrayRef>>,
-    known: HashMap<Vec<i64>, Option<Arc<str>>, foldhash::fast::RandomState>,
+    /// Every row's partition values in the row format (None when a column
+    /// is missing or there are no partition columns).
+    rows: Option<Rows>,
+    known: HashMap<Box<[u8]>, Option<Arc<str>>, foldhash::fast::RandomState>,
 }
 
 impl<'a> PartitionPaths<'a> {
     fn new(sorted: &'a [&'a String], columns: Vec<Option<&'a ArrayRef>>) -> PartitionPaths<'a> {
-        PartitionPaths { sorted, columns, known: HashMap::default() }
+        let present: Option<Vec<ArrayRef>> = columns.iter().map(|c| c.cloned()).collect();
+        let rows = present.filter(|c| !c.is_empty()).and_then(|c| {
+            let converter = RowConverter::new(c.iter().map(|a| SortField::new(a.data_type().clone())).collect()).ok()?;
+            converter.convert_columns(&c).ok()
+        });
+        PartitionPaths { sorted, columns, rows, known: HashMap::default() }
     }
 
     /// Every partition column is there.
@@ -390,28 +400,18 @@ impl<'a> PartitionPaths<'a> {
 
     /// Shared, not copied: every change of a partition names the same path.
     fn of(&mut self, row: usize) -> Option<Arc<str>> {
-        let numbers: Option<Vec<i64>> = self.columns.iter().map(|c| c.and_then(|c| whole_number(c.as_ref(), row))).collect();
-        match numbers {
-            Some(key) => self.known.entry(key).or_insert_with(|| row_partition(self.sorted, &self.columns, row).map(Arc::from)).clone(),
-            None => row_partition(self.sorted, &self.columns, row).map(Arc::from),
+        let key: &[u8] = match &self.rows {
+            Some(rows) => rows.row(row).data(),
+            None if self.columns.is_empty() => &[], // unpartitioned: one path for all
+            // A column is missing (no path), or of a type the row format lacks.
+            None => return row_partition(self.sorted, &self.columns, row).map(Arc::from),
+        };
+        if let Some(path) = self.known.get(key) {
+            return path.clone();
         }
-    }
-}
-
-/// The number a non-null date or integer value is stored as.
-fn whole_number(array: &dyn Array, row: usize) -> Option<i64> {
-    use deltalake::arrow::array::AsArray;
-    use deltalake::arrow::datatypes::{Date32Type, Int16Type, Int32Type, Int64Type, Int8Type};
-    if array.is_null(row) {
-        return None;
-    }
-    match array.data_type() {
-        DataType::Date32 => Some(array.as_primitive::<Date32Type>().value(row).into()),
-        DataType::Int8 => Some(array.as_primitive::<Int8Type>().value(row).into()),
-        DataType::Int16 => Some(array.as_primitive::<Int16Type>().value(row).into()),
-        DataType::Int32 => Some(array.as_primitive::<Int32Type>().value(row).into()),
-        DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(row)),
-        _ => None,
+        let path = row_partition(self.sorted, &self.columns, row).map(Arc::from);
+        self.known.insert(key.into(), path.clone());
+        path
     }
 }
 
@@ -440,7 +440,7 @@ mod tests {
         let regions: ArrayRef = Arc::new(StringArray::from(vec![Some("eu"), Some("us"), Some("eu"), Some("us"), None]));
         let columns = vec![Some(&months), Some(&regions)];
         let mut paths = PartitionPaths::new(&sorted, columns.clone());
-        for row in 0..5 {
+        for row in [0, 1, 2, 3, 4, 0, 3, 2] {
             assert_eq!(paths.of(row).as_deref(), row_partition(&sorted, &columns, row).as_deref(), "row {row}");
         }
         let only_months = vec![Some(&months)];
@@ -450,5 +450,8 @@ mod tests {
         }
         assert_eq!(paths.of(0).as_deref(), Some("month=2020-01-01"));
         assert!(!PartitionPaths::new(&sorted, vec![Some(&months), None]).complete());
+        assert_eq!(PartitionPaths::new(&sorted, vec![Some(&months), None]).of(0), None, "a missing column: no path");
+        let mut unpartitioned = PartitionPaths::new(&sorted[..0], vec![]);
+        assert_eq!(unpartitioned.of(3).as_deref(), row_partition(&sorted[..0], &[], 3).as_deref());
     }
 }

@@ -132,11 +132,11 @@ pub async fn apply(table: &mut LakeTable, d: &TableDefinition, changes: &Changes
     let (mut kept, mut preimages, mut removed_rows) = (Vec::new(), Vec::new(), Vec::new());
     let mut removes: Vec<Remove> = Vec::new();
     let store = table.delta().log_store().object_store(None);
-    // Owned inputs: the reads run inside the writer's spawned commit task.
     // A file is read for its key and sequence columns first: most files
     // read hold none of the batch's keys (their key range only overlaps it),
     // and those are never decoded further. Key columns, then the sequence.
     let key_schema = Arc::new(Schema::new(key_index.iter().chain([&seq_index]).map(|i| schema.field(*i).clone()).collect::<Vec<_>>()));
+    // Owned inputs: the reads run inside the writer's spawned commit task.
     let jobs: Vec<(usize, Add)> = reading.iter().enumerate().map(|(i, f)| (i, f.add.clone())).collect();
     let (read_schema, read_partitions) = (key_schema.clone(), partition_columns.clone());
     let mut reads = stream::iter(jobs)
