@@ -46,6 +46,7 @@ use crate::tables::tombstones::{self, Tombstones};
 use crate::tables::{bronze, quarantine, silver, CommitOutcome, LakeTable};
 use chrono::Utc;
 use deltalake::kernel::Transaction;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -252,6 +253,20 @@ impl Writer {
         ranges: &Arc<BTreeMap<TopicPartition, OffsetRange>>,
         settle: Option<Duration>,
     ) -> Result<Vec<TableCommit>, TableError> {
+        // Each change table's changes are built from the whole batch on a
+        // thread of their own while the tables before it commit (see [`silver::Prepared`]).
+        let now = Utc::now();
+        let mut prepared: Vec<Option<Preparing>> = (0..self.readers.len())
+            .map(|index| {
+                (settle.is_none() && !batch.records.is_empty()).then(|| {
+                    let (batch, readers) = (batch.clone(), self.readers.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let t = &batch.tables[index];
+                        silver::prepare(&readers[index].reader, &batch.records, &t.events, &t.rows, now)
+                    })
+                })
+            })
+            .collect();
         // Kafka tombstones take the sequence of what they delete, read before
         // any table commits: the tombstones table and the change table must agree.
         let mut resolved = Vec::with_capacity(self.readers.len());
@@ -270,13 +285,13 @@ impl Writer {
         let mut chains: Vec<Chain> = Vec::new();
         for (position, sink) in std::mem::take(&mut self.sinks).into_iter().enumerate() {
             match sink.role {
-                TableRole::Bronze | TableRole::Quarantine => chains.push(Chain { sinks: vec![(position, sink)], tombstones: None }),
+                TableRole::Bronze | TableRole::Quarantine => chains.push(Chain { sinks: vec![(position, sink)], tombstones: None, prepared: None }),
                 TableRole::Tombstones { of: index } | TableRole::Change { index } => {
                     match chains.iter_mut().find(|c| c.tombstones.as_ref().is_some_and(|(i, _)| *i == index)) {
                         Some(chain) => chain.sinks.push((position, sink)),
                         None => {
                             let state = tombstones[index].take().expect("one chain per change table");
-                            chains.push(Chain { sinks: vec![(position, sink)], tombstones: Some((index, state)) });
+                            chains.push(Chain { sinks: vec![(position, sink)], tombstones: Some((index, state)), prepared: prepared[index].take() });
                         }
                     }
                 }
@@ -325,16 +340,30 @@ impl Writer {
 struct Chain {
     sinks: Vec<(usize, TableSink)>,
     tombstones: Option<(usize, Tombstones)>,
+    /// The change table's changes, being built (see [`Writer::cycle`]).
+    prepared: Option<Preparing>,
 }
+
+type Preparing = tokio::task::JoinHandle<Option<silver::Prepared>>;
 
 impl Chain {
     /// Commits each table in turn, stopping at the first failure; gives the
     /// tables back whatever happened.
     async fn commit(mut self, cycle: Cycle) -> (Chain, Result<Vec<(usize, TableCommit)>, TableError>) {
         let mut done = Vec::new();
+        let mut prepared = None;
         for (position, sink) in &mut self.sinks {
+            if matches!(sink.role, TableRole::Change { .. }) {
+                if let Some(building) = self.prepared.take() {
+                    prepared = match building.await {
+                        Ok(p) => p,
+                        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                        Err(e) => panic!("building a batch's changes was cancelled: {e}"),
+                    };
+                }
+            }
             let state = self.tombstones.as_mut().map(|(_, t)| t);
-            match commit_one(sink, &cycle, state).await {
+            match commit_one(sink, &cycle, state, prepared.as_ref()).await {
                 Ok(Some(c)) => {
                     done.push((*position, c));
                     crate::failpoint::hit(sink.role.after_commit_point());
@@ -375,7 +404,13 @@ struct Cycle {
 /// Commits what `sink`'s table takes from the batch, with its offsets.
 /// `tombstones`: the remembered deletes of the change table the sink belongs
 /// to (its tombstones table or itself), None for bronze and quarantine.
-async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<&mut Tombstones>) -> Result<Option<TableCommit>, TableError> {
+/// `prepared`: a change table's changes from the whole batch, if built.
+async fn commit_one(
+    sink: &mut TableSink,
+    cycle: &Cycle,
+    mut tombstones: Option<&mut Tombstones>,
+    prepared: Option<&silver::Prepared>,
+) -> Result<Option<TableCommit>, TableError> {
     let (batch, ranges, readers, resolved) = (&*cycle.batch, &*cycle.ranges, &*cycle.readers, &*cycle.resolved);
     let started = Instant::now();
     let mut conflicts = 0;
@@ -469,17 +504,30 @@ async fn commit_one(sink: &mut TableSink, cycle: &Cycle, mut tombstones: Option<
             TableRole::Change { index } => {
                 let reader = &readers[index].reader;
                 let table_batch = &batch.tables[index];
-                let events = batch
-                    .records
-                    .iter()
-                    .zip(&table_batch.events)
-                    .filter(|(r, _)| wanted(r))
-                    .filter_map(|(r, e)| e.as_ref().map(|e| (r, e)));
                 let state = tombstones.as_deref().expect("a change table commits with its tombstones");
-                let changes = silver::newest_per_key(events, &resolved[index], |k| state.seq(k));
-                let source = silver::source_rows(reader, &table_batch.rows, &changes, now)
-                    .expect("change table columns match their definition (checked at start)");
-                silver::apply(&mut sink.table, reader, source, txns).await
+                // The changes built from the whole batch serve while the table
+                // holds none of it (as it does, unless a crash or another
+                // writer got part of it in).
+                let holds_none = ranges.iter().all(|(tp, range)| {
+                    !sink.reads(&tp.topic) || held.get(&(tp.topic.as_str(), tp.partition)).copied().flatten().is_none_or(|v| v < range.first)
+                });
+                let source = match prepared.filter(|_| holds_none) {
+                    Some(prepared) => prepared.after_tombstones(&table_batch.events, state),
+                    None => {
+                        let events = batch
+                            .records
+                            .iter()
+                            .zip(&table_batch.events)
+                            .enumerate()
+                            .filter(|(_, (r, _))| wanted(r))
+                            .filter_map(|(at, (r, e))| e.as_ref().map(|e| (at, r, e)));
+                        let changes = silver::newest_per_key(events, &resolved[index], |k| state.seq(k));
+                        let (source, _) = silver::source_rows(reader, &table_batch.rows, &changes, now)
+                            .expect("change table columns match their definition (checked at start)");
+                        Cow::Owned(source)
+                    }
+                };
+                silver::apply(&mut sink.table, reader, &source, txns).await
             }
         };
         match committed {

@@ -59,6 +59,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A batch's changes, one per primary key, sorted by key.
+#[derive(Clone)]
 pub struct Changes {
     /// The table's columns (in the definition's order).
     pub rows: RecordBatch,
