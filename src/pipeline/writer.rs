@@ -29,7 +29,9 @@
 //!
 //! Tables commit concurrently where they are independent (bronze, quarantine,
 //! and each change table after its own tombstones table; the registry's order,
-//! [`crate::tables::registry`], within each). A crash between commits leaves
+//! [`crate::tables::registry`], within each); a change table's changes are
+//! built meanwhile, on a thread of their own ([`silver::Prepared`]), so that
+//! only its own upsert waits for its tombstones. A crash between commits leaves
 //! some tables behind; on restart each partition resumes after the lowest
 //! version of the tables that read its topic, and each table skips what it
 //! already holds. What a table takes

@@ -305,7 +305,8 @@ impl KafkaSource {
 /// How long a poll waits for a record when nothing is pending. A stop is
 /// seen only between polls (rust-rdkafka's poll cannot be woken), so this is
 /// also how long a stopping writer may wait for the thread: at 100 ms that
-/// was 4 % of a full-dataset `--until-caught-up` run. Idle, 50 polls a second cost nothing measurable.
+/// was 4 % of a full-dataset `--until-caught-up` run. Idle, the writer
+/// used 0.68 s of CPU a minute against 0.57 s at 100 ms (BENCHMARKS.md, session 28).
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
 fn poll_loop(consumer: Arc<SourceConsumer>, stop: Arc<AtomicBool>) {
