@@ -344,17 +344,18 @@ pub fn meta_array(meta: Meta, data_type: &DataType, chosen: &[(&KafkaRecord, Op,
 /// and for each row the position in `chosen` of its change.
 pub fn source_rows(reader: &Reader, rows: &TableRows, chosen: &[Chosen<'_>], now: DateTime<Utc>) -> Result<(Changes, Vec<u32>), String> {
     let d = reader.definition;
-    // A column's values for the changes at `at` (positions in `chosen`), in that order.
-    let column = |c: &crate::tables::definition::ColumnDefinition, at: &[u32]| -> Result<ArrayRef, String> {
-        match &c.source {
-            Some(ColumnSource::Meta(m)) => {
-                let input: Vec<_> = at.iter().map(|i| &chosen[*i as usize]).map(|c| (c.record, c.event.op, c.event.source_ts_ms, &c.seq)).collect();
-                meta_array(*m, &c.data_type, &input, now)
-            }
-            _ => {
-                let source = rows.rows.column_by_name(&c.name).ok_or_else(|| format!("{}: no column `{}` in the rows", d.file, c.name))?;
-                let indices = UInt32Array::from(at.iter().map(|i| chosen[*i as usize].event.row as u32).collect::<Vec<_>>());
-                take(source.as_ref(), &indices, None).map_err(|e| e.to_string())
+    // The changes at `at` (positions in `chosen`), in that order: a taker of
+    // any column's values for them.
+    let at = |at: &[u32]| {
+        let indices = UInt32Array::from(at.iter().map(|i| chosen[*i as usize].event.row as u32).collect::<Vec<_>>());
+        let meta: Vec<_> = at.iter().map(|i| &chosen[*i as usize]).map(|c| (c.record, c.event.op, c.event.source_ts_ms, &c.seq)).collect();
+        move |c: &crate::tables::definition::ColumnDefinition| -> Result<ArrayRef, String> {
+            match &c.source {
+                Some(ColumnSource::Meta(m)) => meta_array(*m, &c.data_type, &meta, now),
+                _ => {
+                    let source = rows.rows.column_by_name(&c.name).ok_or_else(|| format!("{}: no column `{}` in the rows", d.file, c.name))?;
+                    take(source.as_ref(), &indices, None).map_err(|e| e.to_string())
+                }
             }
         }
     };
@@ -364,19 +365,18 @@ pub fn source_rows(reader: &Reader, rows: &TableRows, chosen: &[Chosen<'_>], now
     let order: Vec<u32> = if chosen.len() < 2 {
         unsorted
     } else {
+        let key_column = at(&unsorted);
         let keys: Vec<SortColumn> = d
             .primary_key
             .iter()
-            .map(|k| {
-                let c = d.column(k).expect("key columns are columns");
-                Ok(SortColumn { values: column(c, &unsorted)?, options: None })
-            })
+            .map(|k| Ok(SortColumn { values: key_column(d.column(k).expect("key columns are columns"))?, options: None }))
             .collect::<Result<_, String>>()?;
         lexsort_to_indices(&keys, None).map_err(|e| format!("{}: sorting the changes: {e}", d.file))?.values().to_vec()
     };
+    let column = at(&order);
     let mut columns: Vec<(&'static str, ArrayRef)> = Vec::new();
     for c in &d.columns {
-        columns.push((c.name.as_str(), column(c, &order)?));
+        columns.push((c.name.as_str(), column(c)?));
     }
     let table_rows = d.batch(columns, chosen.len())?;
     // Where each change's stored row lives: the partition of its before image
