@@ -37,7 +37,6 @@ use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, StringBuilder, UInt32Array};
 use deltalake::arrow::compute::{filter_record_batch, lexsort_to_indices, take, SortColumn};
 use deltalake::arrow::datatypes::DataType;
-use deltalake::arrow::row::{RowConverter, Rows, SortField};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Transaction;
 use std::borrow::Cow;
@@ -385,15 +384,16 @@ pub fn source_rows(reader: &Reader, rows: &TableRows, chosen: &[Chosen<'_>], now
     let sorted = sorted_partitions(d);
     let own: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| table_rows.column_by_name(p)).collect();
     let before: Vec<Option<&ArrayRef>> = sorted.iter().map(|p| rows.before.column_by_name(p)).collect();
-    let (mut own_paths, mut before_paths) = (PartitionPaths::new(&sorted, own), PartitionPaths::new(&sorted, before));
+    let own_paths = partition_paths(&sorted, &own, table_rows.num_rows());
+    let before_paths = before.iter().all(Option::is_some).then(|| partition_paths(&sorted, &before, rows.before.num_rows()));
     let search: Vec<Option<Arc<str>>> = order
         .iter()
         .enumerate()
         .map(|(i, at)| {
             let c = &chosen[*at as usize];
             match c.event.before_row {
-                Some(b) if before_paths.complete() => before_paths.of(b),
-                _ if c.event.full_image => own_paths.of(i),
+                Some(b) if before_paths.is_some() => before_paths.as_ref().and_then(|paths| paths[b].clone()),
+                _ if c.event.full_image => own_paths[i].clone(),
                 _ => None,
             }
         })
@@ -452,51 +452,27 @@ fn sorted_partitions(d: &crate::tables::definition::TableDefinition) -> Vec<&Str
     sorted
 }
 
-/// The partition paths of rows of some partition columns (see
-/// [`row_partition`]), each distinct partition written once: a batch's ~10^5
-/// changes fall in a few dozen partitions, and writing a value as the log
-/// writes it goes through a kernel scalar. Rows are told apart by their
-/// partition values in Arrow's row format, as silver's change files group
-/// theirs ([`upsert`]).
-struct PartitionPaths<'a> {
-    sorted: &'a [&'a String],
-    columns: Vec<Option<&'a ArrayRef>>,
-    /// Every row's partition values in the row format (None when a column
-    /// is missing or there are no partition columns).
-    rows: Option<Rows>,
-    known: HashMap<Box<[u8]>, Option<Arc<str>>, foldhash::fast::RandomState>,
-}
-
-impl<'a> PartitionPaths<'a> {
-    fn new(sorted: &'a [&'a String], columns: Vec<Option<&'a ArrayRef>>) -> PartitionPaths<'a> {
-        let present: Option<Vec<ArrayRef>> = columns.iter().map(|c| c.cloned()).collect();
-        let rows = present.filter(|c| !c.is_empty()).and_then(|c| {
-            let converter = RowConverter::new(c.iter().map(|a| SortField::new(a.data_type().clone())).collect()).ok()?;
-            converter.convert_columns(&c).ok()
-        });
-        PartitionPaths { sorted, columns, rows, known: HashMap::default() }
-    }
-
-    /// Every partition column is there.
-    fn complete(&self) -> bool {
-        self.columns.iter().all(Option::is_some)
-    }
-
-    /// Shared, not copied: every change of a partition names the same path.
-    fn of(&mut self, row: usize) -> Option<Arc<str>> {
-        let key: &[u8] = match &self.rows {
-            Some(rows) => rows.row(row).data(),
-            None if self.columns.is_empty() => &[], // unpartitioned: one path for all
-            // A column is missing (no path), or of a type the row format lacks.
-            None => return row_partition(self.sorted, &self.columns, row).map(Arc::from),
-        };
-        if let Some(path) = self.known.get(key) {
-            return path.clone();
+/// Per row of some partition columns (one per column of `sorted`): its
+/// partition path (see [`row_partition`]), each distinct partition written
+/// once and shared, grouped as silver's change files are
+/// ([`upsert::by_partition`]). A missing column or a null value: no path.
+fn partition_paths(sorted: &[&String], columns: &[Option<&ArrayRef>], rows: usize) -> Vec<Option<Arc<str>>> {
+    let Some(present) = columns.iter().map(|c| c.cloned()).collect::<Option<Vec<ArrayRef>>>() else {
+        return vec![None; rows];
+    };
+    let Ok(groups) = upsert::by_partition(&present, rows) else {
+        // A type the row format lacks: row by row.
+        return (0..rows).map(|row| row_partition(sorted, columns, row).map(Arc::from)).collect();
+    };
+    let mut paths = vec![None; rows];
+    for (values, at) in groups {
+        let parts: Option<Vec<String>> = sorted.iter().zip(&values).map(|(p, v)| v.as_ref().map(|v| format!("{p}={v}"))).collect();
+        let path: Option<Arc<str>> = parts.map(|parts| Arc::from(parts.join("/")));
+        for row in at {
+            paths[row as usize] = path.clone();
         }
-        let path = row_partition(self.sorted, &self.columns, row).map(Arc::from);
-        self.known.insert(key.into(), path.clone());
-        path
     }
+    paths
 }
 
 /// The `col=value/…` path of `row` in `columns` (one per column of
@@ -523,20 +499,20 @@ mod tests {
         let months: ArrayRef = Arc::new(Date32Array::from(vec![Some(18_262), Some(18_293), None, Some(18_262), Some(-1)]));
         let regions: ArrayRef = Arc::new(StringArray::from(vec![Some("eu"), Some("us"), Some("eu"), Some("us"), None]));
         let columns = vec![Some(&months), Some(&regions)];
-        let mut paths = PartitionPaths::new(&sorted, columns.clone());
+        let paths = partition_paths(&sorted, &columns, 5);
         for row in [0, 1, 2, 3, 4, 0, 3, 2] {
-            assert_eq!(paths.of(row).as_deref(), row_partition(&sorted, &columns, row).as_deref(), "row {row}");
+            assert_eq!(paths[row].as_deref(), row_partition(&sorted, &columns, row).as_deref(), "row {row}");
         }
         let only_months = vec![Some(&months)];
-        let mut paths = PartitionPaths::new(&sorted[..1], only_months.clone());
+        let paths = partition_paths(&sorted[..1], &only_months, 5);
         for row in [0, 1, 2, 3, 0, 4] {
-            assert_eq!(paths.of(row).as_deref(), row_partition(&sorted[..1], &only_months, row).as_deref(), "row {row}");
+            assert_eq!(paths[row].as_deref(), row_partition(&sorted[..1], &only_months, row).as_deref(), "row {row}");
         }
-        assert_eq!(paths.of(0).as_deref(), Some("month=2020-01-01"));
-        assert!(!PartitionPaths::new(&sorted, vec![Some(&months), None]).complete());
-        assert_eq!(PartitionPaths::new(&sorted, vec![Some(&months), None]).of(0), None, "a missing column: no path");
-        let mut unpartitioned = PartitionPaths::new(&sorted[..0], vec![]);
-        assert_eq!(unpartitioned.of(3).as_deref(), row_partition(&sorted[..0], &[], 3).as_deref());
+        assert_eq!(paths[0].as_deref(), Some("month=2020-01-01"));
+        assert!(Arc::ptr_eq(paths[0].as_ref().unwrap(), paths[3].as_ref().unwrap()), "one path per partition, shared");
+        assert_eq!(partition_paths(&sorted, &[Some(&months), None], 5)[0], None, "a missing column: no path");
+        let unpartitioned = partition_paths(&sorted[..0], &[], 5);
+        assert_eq!(unpartitioned[3].as_deref(), row_partition(&sorted[..0], &[], 3).as_deref());
     }
 }
 

@@ -426,20 +426,21 @@ pub fn partition_value(array: &dyn Array, row: usize) -> Option<String> {
     serialize(array, row, |value| DeltaTablePartition { key: String::new(), value })
 }
 
-/// The rows of `cdc` by partition (the columns `partition_index`), each
-/// group with its partition values. Rows are told apart by their values in
-/// Arrow's row format, and a group's values are written once, from its first
-/// row: a batch's ~10^5 change rows fall in a few dozen partitions, and a
-/// value written as the log writes it goes through a kernel scalar (for a
-/// date, a chrono format) and an allocation.
-fn by_partition(cdc: &RecordBatch, partition_index: &[usize]) -> Result<Vec<(Vec<Option<String>>, Vec<u32>)>, deltalake::arrow::error::ArrowError> {
-    if partition_index.is_empty() {
-        let all: Vec<u32> = (0..cdc.num_rows() as u32).collect();
+/// The `rows` rows of the partition `columns` grouped by partition, each
+/// group with its partition values as the log writes them (None for null).
+/// Rows are told apart by their values in Arrow's row format, and a group's
+/// values are written once, from its first row: a batch's ~10^5 rows fall in
+/// a few dozen partitions, and a value written as the log writes it goes
+/// through a kernel scalar (for a date, a chrono format) and an allocation.
+/// Silver's change files and its changes' search paths are grouped by it.
+#[allow(clippy::type_complexity)]
+pub fn by_partition(columns: &[ArrayRef], rows: usize) -> Result<Vec<(Vec<Option<String>>, Vec<u32>)>, deltalake::arrow::error::ArrowError> {
+    if columns.is_empty() {
+        let all: Vec<u32> = (0..rows as u32).collect();
         return Ok(if all.is_empty() { vec![] } else { vec![(vec![], all)] });
     }
-    let columns: Vec<ArrayRef> = partition_index.iter().map(|i| cdc.column(*i).clone()).collect();
     let converter = RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())?;
-    let rows = converter.convert_columns(&columns)?;
+    let rows = converter.convert_columns(columns)?;
     let mut groups: Vec<(Vec<Option<String>>, Vec<u32>)> = Vec::new();
     let mut group_of: HashMap<&[u8], usize, foldhash::fast::RandomState> = HashMap::default();
     for (row, values) in rows.iter().enumerate() {
@@ -457,7 +458,8 @@ fn by_partition(cdc: &RecordBatch, partition_index: &[usize]) -> Result<Vec<(Vec
 async fn write_change_files(table: &LakeTable, cdc: &RecordBatch, partition_columns: &[String]) -> Result<Vec<AddCDCFile>, TableError> {
     let fail = |e: String| table.wrap_error(DeltaTableError::Generic(format!("{}: change data file: {e}", table.name())));
     let partition_index: Vec<usize> = partition_columns.iter().map(|p| cdc.schema().index_of(p).map_err(|e| fail(e.to_string()))).collect::<Result<_, _>>()?;
-    let groups = by_partition(cdc, &partition_index).map_err(|e| fail(e.to_string()))?;
+    let columns: Vec<ArrayRef> = partition_index.iter().map(|i| cdc.column(*i).clone()).collect();
+    let groups = by_partition(&columns, cdc.num_rows()).map_err(|e| fail(e.to_string()))?;
     let file_columns: Vec<usize> = (0..cdc.num_columns()).filter(|i| !partition_index.contains(i)).collect();
     let store = table.delta().log_store().object_store(None);
     let properties = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
@@ -556,7 +558,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let mut groups = by_partition(&cdc, &[0, 1]).unwrap();
+        let mut groups = by_partition(&cdc.columns()[..2], cdc.num_rows()).unwrap();
         groups.sort();
         let s = |v: &str| Some(v.to_string());
         assert_eq!(
@@ -568,6 +570,6 @@ mod tests {
                 (vec![s("2022-01-09"), s("x")], vec![3]),
             ]
         );
-        assert_eq!(by_partition(&cdc, &[]).unwrap(), vec![(vec![], vec![0, 1, 2, 3, 4])], "unpartitioned: one group");
+        assert_eq!(by_partition(&[], cdc.num_rows()).unwrap(), vec![(vec![], vec![0, 1, 2, 3, 4])], "unpartitioned: one group");
     }
 }
